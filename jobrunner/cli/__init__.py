@@ -1,0 +1,35 @@
+"""The `jobrunner` command: parse, call, print. Errors become exit codes here only.
+
+Exit codes of `jobrunner run`:
+  0  completed, or skipped because a live run holds the lock
+  1  failed, partial, aborted (or crashed)
+  2  usage or configuration error (nothing was run or written)
+  3  a hard limit ended the run
+  4  ended waiting for approval
+  75 could not run now (stale lock, job paused, budget for the day spent)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Each module registers its commands on `app`.
+from jobrunner.cli import jobs as _jobs  # noqa: E402,F401
+from jobrunner.cli import runs as _runs  # noqa: E402,F401
+from jobrunner.cli.app import app
+from jobrunner.errors import JobrunnerError
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except JobrunnerError as exc:
+        here = os.getcwd().rstrip("/") + "/"
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            # Located errors (FILE:LINE: ...) read best relative to where the user stands.
+            line = line.removeprefix(here)
+            print(line if ":" in line.split(" ", 1)[0] else f"jobrunner: {line}",
+                  file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,172 @@
+"""Commands about declared jobs: add, list, validate, next."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import typer
+
+from jobrunner.cli.app import app, print_json, project, table
+from jobrunner.errors import ConfigError
+
+JOB_TEMPLATE = '''\
+# {name}: a jobrunner job. Every key and its default: see README ("Job files").
+description = "Say what this job is for"
+schedule = "{schedule}"        # crontab: minute hour day-of-month month day-of-week
+timezone = "{timezone}"
+model = "{model}"
+tools = []                      # names of built-in tools or functions in jobs/tools/*.py
+prompt = """
+Check that everything is in order and finish with a one-line summary.
+"""
+
+[limits]
+max_steps = 10
+max_cost_usd = 0.10
+
+# Per-tool policy for this job, e.g.:
+# [tool.send_email]
+# idempotency_key = "{{job}}:{{tool}}:{{date}}"   # at most one email a day
+'''
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Job name: [a-z0-9][a-z0-9_-]{0,63}"),
+    schedule: str = typer.Option("0 8 * * 1-5", "--schedule", help="Crontab expression."),
+    model: str = typer.Option("claude-sonnet-4-6", "--model", help="Model id or replay:PATH."),
+    timezone: str = typer.Option("", "--timezone", help="IANA zone (default: the system's)."),
+) -> None:
+    """Scaffold jobs/NAME.toml and memory/NAME/MEMORY.md (never overwrites either)."""
+    from jobrunner import memory
+    from jobrunner.jobfile import _system_timezone
+    from jobrunner.project import JOB_NAME
+    from jobrunner.schedule import ScheduleError, parse_schedule
+
+    proj = project(ctx)
+    if not JOB_NAME.match(name):
+        raise ConfigError(f"{name!r}: job names match [a-z0-9][a-z0-9_-]{{0,63}}")
+    zone = timezone or _system_timezone()
+    try:
+        parse_schedule(schedule, zone)
+    except ScheduleError as exc:
+        raise ConfigError(f"--schedule: {exc}") from exc
+    job_path = proj.job_path(name)
+    memory_file = memory.memory_path(proj.memory_dir, name)
+    existing = [str(p) for p in (job_path, memory_file) if p.exists()]
+    if existing:
+        raise ConfigError(f"{existing[0]}: already exists; not overwritten")
+    job_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(job_path, "x", encoding="utf-8") as handle:
+        handle.write(JOB_TEMPLATE.format(name=name, schedule=schedule, timezone=zone,
+                                         model=model))
+    memory_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(memory_file, "x", encoding="utf-8") as handle:
+        handle.write(memory.template(name))
+    typer.echo(f"created {job_path}\ncreated {memory_file}")
+
+
+def _next_text(job, now: datetime) -> str:
+    from jobrunner.schedule import format_local
+
+    return format_local(job.schedule().next_after(now), job.spec.timezone)
+
+
+@app.command("list")
+def list_jobs(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON output.")
+) -> None:
+    """Jobs with schedule, next run, last status, paused or not."""
+    from jobrunner.jobfile import load_all
+    from jobrunner.store import Store
+
+    proj = project(ctx)
+    jobs, problems = load_all(proj)
+    store = Store.open(proj.state_dir)
+    now = datetime.now(UTC)
+    records = []
+    for job in jobs:
+        last = store.last_run(job.name)
+        records.append({
+            "name": job.name,
+            "description": job.spec.description,
+            "schedule": job.spec.schedule,
+            "timezone": job.spec.timezone,
+            "next_run": job.schedule().next_after(now).isoformat(),
+            "next_run_local": _next_text(job, now),
+            "last_status": last["status"] if last else None,
+            "last_run_at": last["started_at"] if last else None,
+            "paused": is_paused(store, job.name),
+        })
+    if as_json:
+        print_json({"jobs": records, "invalid": problems})
+    else:
+        rows = [[r["name"], r["schedule"], r["next_run_local"], r["last_status"] or "-",
+                 "paused" if r["paused"] else ""] for r in records]
+        if rows:
+            typer.echo(table(rows, ["JOB", "SCHEDULE", "NEXT RUN", "LAST", "PAUSED"]))
+        else:
+            typer.echo("no valid jobs in " + str(proj.jobs_dir))
+        for problem in problems:
+            typer.echo(problem, err=True)
+    if problems:
+        raise typer.Exit(2)
+
+
+def is_paused(store, job: str) -> bool:
+    """Whether the job is paused (the pause table arrives with auto-pause)."""
+    pauses = getattr(store, "is_paused", None)
+    return bool(pauses(job)) if pauses else False
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    name: str | None = typer.Argument(None, help="One job (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Check job files and settings without running anything."""
+    from jobrunner.jobfile import load_all, load_job
+
+    proj = project(ctx)
+    proj.settings  # noqa: B018 - validates jobrunner.toml first
+    if name:
+        jobs, problems = [load_job(proj, name)], []
+    else:
+        jobs, problems = load_all(proj)
+    now = datetime.now(UTC)
+    if as_json:
+        print_json({
+            "valid": [{"name": j.name, "next_run": j.schedule().next_after(now).isoformat()}
+                      for j in jobs],
+            "problems": problems,
+        })
+    else:
+        for job in jobs:
+            typer.echo(f"ok  {job.name}: next run {_next_text(job, now)}")
+        for problem in problems:
+            typer.echo(problem, err=True)
+    if problems:
+        raise typer.Exit(2)
+
+
+@app.command("next")
+def next_runs(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Job name."),
+    count: int = typer.Option(5, "-n", "--count", min=1, max=1000, help="How many."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """The next fire times of a job, in its time zone with the UTC offset."""
+    from jobrunner.jobfile import load_job
+    from jobrunner.schedule import format_local
+
+    job = load_job(project(ctx), name)
+    times = job.schedule().next_times(datetime.now(UTC), count)
+    if as_json:
+        print_json([{"at": t.isoformat(), "local": format_local(t, job.spec.timezone)}
+                    for t in times])
+    else:
+        for moment in times:
+            typer.echo(format_local(moment, job.spec.timezone))

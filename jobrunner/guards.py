@@ -1,0 +1,139 @@
+"""Guards: small typed checks at fixed points of the session loop.
+
+Each returns `None` (go on), a `Go` with what the next call may spend, or a `Stop`
+whose reason becomes the run's `stop_reason`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from jobrunner.jobfile import Limits
+from jobrunner.pricing import Price, worst_case_cost
+
+MIN_OUTPUT_TOKENS = 256
+LOOP_REPEATS = 3  # the same call a third time is a loop
+ELIDE_AT = 0.8  # elide old tool results once the request nears this share of context_tokens
+
+
+@dataclass
+class Stop:
+    status: str  # limit, aborted
+    reason: str
+    detail: str
+
+
+@dataclass
+class Go:
+    max_tokens: int
+
+
+def estimate_tokens(value: Any) -> int:
+    """Rough request size: 4 characters a token (the API's own count arrives after)."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return len(text) // 4 + 1
+
+
+def estimate_request_tokens(system: Any, messages: Any, tools: Any) -> int:
+    return estimate_tokens(system) + estimate_tokens(messages) + estimate_tokens(tools)
+
+
+def before_model_call(
+    limits: Limits,
+    state: Any,
+    price: Price,
+    request_tokens: int,
+    remaining_seconds: float,
+    spent_today_usd: float,
+) -> Go | Stop:
+    """Steps, time, tokens and money, checked against the worst case of the next call."""
+    if state.steps >= limits.max_steps:
+        return Stop("limit", "max_steps", f"reached max_steps ({limits.max_steps})")
+    if remaining_seconds <= 1:
+        return Stop("limit", "max_seconds", f"reached max_seconds ({limits.max_seconds:g}s)")
+    used_input = state.usage.prompt_tokens
+    if used_input + request_tokens > limits.max_input_tokens:
+        return Stop(
+            "limit", "max_input_tokens",
+            f"the next call (~{request_tokens} input tokens) would pass max_input_tokens "
+            f"({limits.max_input_tokens}; {used_input} used)",
+        )
+    max_tokens = min(limits.max_tokens_per_call,
+                     limits.max_output_tokens - state.usage.output_tokens)
+    if max_tokens < 1:
+        return Stop("limit", "max_output_tokens",
+                    f"reached max_output_tokens ({limits.max_output_tokens})")
+    # Shrink the reply allowance to what the money left can pay for, worst case.
+    for budget, reason, spent in (
+        (limits.max_cost_usd, "max_cost_usd", state.cost_usd),
+        (limits.max_cost_usd_per_day, "max_cost_usd_per_day", spent_today_usd + state.cost_usd),
+    ):
+        left = budget - spent
+        while max_tokens >= MIN_OUTPUT_TOKENS and \
+                worst_case_cost(price, request_tokens, max_tokens) > left:
+            max_tokens //= 2
+        if worst_case_cost(price, request_tokens, max_tokens) > left or \
+                max_tokens < min(MIN_OUTPUT_TOKENS, limits.max_tokens_per_call):
+            worst = worst_case_cost(price, request_tokens, MIN_OUTPUT_TOKENS)
+            return Stop(
+                "limit", reason,
+                f"the next call could cost up to ${worst:.4f}; only ${max(left, 0):.4f} of "
+                f"{reason} (${budget:.2f}) is left",
+            )
+    return Go(max_tokens=max_tokens)
+
+
+def after_model_call(limits: Limits, state: Any) -> Stop | None:
+    """Token totals as the API reported them."""
+    if state.usage.output_tokens > limits.max_output_tokens:
+        return Stop("limit", "max_output_tokens",
+                    f"used {state.usage.output_tokens} output tokens "
+                    f"(max_output_tokens {limits.max_output_tokens})")
+    return None
+
+
+def before_tool_call(limits: Limits, state: Any, name: str, args: dict[str, Any]) -> Stop | None:
+    """Tool-call budget and loop detection (same tool, same arguments, a third time)."""
+    if state.tool_calls >= limits.max_tool_calls:
+        return Stop("limit", "max_tool_calls",
+                    f"reached max_tool_calls ({limits.max_tool_calls})")
+    key = name + ":" + json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
+    count = state.call_counts.get(key, 0) + 1
+    state.call_counts[key] = count
+    if count >= LOOP_REPEATS:
+        return Stop("limit", "loop",
+                    f"{name} called {count} times with the same arguments: a loop")
+    return None
+
+
+def elide_old_results(
+    messages: list[dict[str, Any]], system: Any, tools: Any, limits: Limits, trace: Any
+) -> int:
+    """Near `context_tokens`, replace the oldest tool results with a one-line note (the
+    newest stays whole; rules, prompt and memory live in `system` and are never touched).
+    Returns how many were elided."""
+    threshold = int(limits.context_tokens * ELIDE_AT)
+    if estimate_request_tokens(system, messages, tools) <= threshold:
+        return 0
+    candidates = [
+        block
+        for message in messages[:-1]
+        if message["role"] == "user" and isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+        and not str(block.get("content", "")).startswith("[elided")
+        and len(str(block.get("content", ""))) > 200
+    ]
+    elided = 0
+    for block in candidates:
+        if estimate_request_tokens(system, messages, tools) <= threshold:
+            break
+        size = len(str(block["content"]))
+        block["content"] = f"[elided to save context: a tool result of {size} characters]"
+        elided += 1
+    if elided:
+        trace.emit("context.elided", results=elided,
+                   request_tokens=estimate_request_tokens(system, messages, tools))
+    return elided

@@ -1,0 +1,185 @@
+"""The project on disk: where it is, its `jobrunner.toml` settings, and its state dir."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from jobrunner.errors import ConfigError
+
+SETTINGS_FILE = "jobrunner.toml"
+JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def find_root(home: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:
+    """The project root: `--home`, else `$JOBRUNNER_HOME`, else the nearest folder at or
+    above the working directory that holds `jobrunner.toml` or `jobs/`."""
+    chosen = home or os.environ.get("JOBRUNNER_HOME")
+    if chosen:
+        root = Path(chosen).expanduser().resolve()
+        if not root.is_dir():
+            raise ConfigError(f"{root}: project folder does not exist")
+        return root
+    start = (cwd or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / SETTINGS_FILE).is_file() or (folder / "jobs").is_dir():
+            return folder
+    raise ConfigError(
+        f"{start}: no jobrunner project here or above (a folder with jobrunner.toml or jobs/); "
+        "pass --home DIR or set JOBRUNNER_HOME"
+    )
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    """Parse a TOML file; a syntax error becomes a located ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}:1: cannot read: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}:1: not UTF-8 text") from exc
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"at line (\d+)", message)
+        line = match.group(1) if match else "1"
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        hint = ""
+        if "twice" in message and "'tools'" in message:
+            hint = " (per-tool policy tables are [tool.NAME]; `tools` is the list of names)"
+        raise ConfigError(f"{path}:{line}: TOML syntax: {message}{hint}") from exc
+
+
+def _default_state_dir(root: Path) -> Path:
+    # Lazy: platformdirs costs ~25 ms and only the state dir needs it.
+    from platformdirs import user_state_dir
+
+    slug = re.sub(r"[^a-z0-9_-]+", "-", root.name.lower()).strip("-") or "project"
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return Path(user_state_dir("jobrunner")) / f"{slug}-{digest}"
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """Read `KEY=VALUE` lines; refuse a file that others can read (it holds secrets)."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{path}:1: env_file: cannot read: {exc.strerror}") from exc
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        raise ConfigError(
+            f"{path}:1: env_file: readable by group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
+        )
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise ConfigError(f"{path}:{number}: env_file: expected KEY=VALUE")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+@dataclass
+class Project:
+    """A project root with its parsed settings. Cheap to build: settings are parsed
+    on first use, and nothing heavier than tomllib is imported here."""
+
+    root: Path
+    _env_secrets: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def discover(cls, home: str | os.PathLike[str] | None = None) -> Project:
+        return cls(find_root(home))
+
+    @property
+    def settings_path(self) -> Path:
+        return self.root / SETTINGS_FILE
+
+    @cached_property
+    def raw_settings(self) -> tuple[dict[str, Any], str]:
+        if not self.settings_path.is_file():
+            return {}, ""
+        return read_toml(self.settings_path)
+
+    @cached_property
+    def settings(self):  # -> jobrunner.settings.Settings (pydantic; imported lazily)
+        from jobrunner.settings import load_settings
+
+        return load_settings(self)
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.root / "jobs"
+
+    @property
+    def tools_dir(self) -> Path:
+        return self.jobs_dir / "tools"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.root / "memory"
+
+    def job_path(self, name: str) -> Path:
+        return self.jobs_dir / f"{name}.toml"
+
+    def job_names(self) -> list[str]:
+        if not self.jobs_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.jobs_dir.glob("*.toml"))
+
+    @cached_property
+    def state_dir(self) -> Path:
+        """Machine state (runs, traces, locks, ledger); created on first use."""
+        raw, _ = self.raw_settings
+        configured = raw.get("state_dir")
+        if isinstance(configured, str) and configured:
+            path = Path(configured).expanduser()
+            path = path if path.is_absolute() else self.root / path
+        else:
+            path = _default_state_dir(self.root)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def load_env(self) -> None:
+        """Load `env_file` into the environment (existing variables win) and remember its
+        values as secrets to redact."""
+        raw, _ = self.raw_settings
+        env_file = raw.get("env_file")
+        if not env_file:
+            return
+        path = Path(env_file).expanduser()
+        path = path if path.is_absolute() else self.root / path
+        values = load_env_file(path)
+        self._env_secrets.update(values)
+        for key, value in values.items():
+            os.environ.setdefault(key, value)
+
+    def secret_values(self) -> list[str]:
+        """Every value that must never appear in a trace, record, report or alert."""
+        names = {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", *self._env_secrets}
+        raw, _ = self.raw_settings
+        names.update(n for n in raw.get("secrets", []) if isinstance(n, str))
+        smtp = raw.get("smtp")
+        if isinstance(smtp, dict) and isinstance(smtp.get("password_env"), str):
+            names.add(smtp["password_env"])
+        values = {os.environ.get(n, "") for n in names} | set(self._env_secrets.values())
+        return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)

@@ -1,0 +1,308 @@
+"""The one function that runs a job: validate → lock → memory → session → memory →
+record → alerts → release. Every outcome is one branch and one status."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from jobrunner import errors
+from jobrunner.jobfile import Job, load_job
+from jobrunner.lock import Acquired, Busy, RunLock
+from jobrunner.project import Project
+from jobrunner.redact import Redactor
+from jobrunner.store import Store, iso, utcnow
+
+EXIT_BY_STATUS = {
+    "completed": errors.EXIT_OK,
+    "skipped": errors.EXIT_OK,
+    "failed": errors.EXIT_FAILED,
+    "partial": errors.EXIT_FAILED,
+    "aborted": errors.EXIT_FAILED,
+    "crashed": errors.EXIT_FAILED,
+    "limit": errors.EXIT_LIMIT,
+    "needs_approval": errors.EXIT_APPROVAL,
+    "paused": errors.EXIT_TEMPFAIL,
+    "held": errors.EXIT_TEMPFAIL,
+}
+ALERT_BY_STATUS = {"aborted": "run.aborted", "failed": "run.failed", "limit": "run.limit"}
+
+
+class Terminated(BaseException):
+    """SIGTERM reached a run: unwind, record, release the lock."""
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    job: str
+    status: str
+    exit_code: int
+    stop_reason: str = ""
+    report: str = ""
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and short: `20261121T080000-3f9a1c`."""
+    moment = now or utcnow()
+    return f"{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def locks_dir(project: Project):
+    return project.state_dir / "locks"
+
+
+def _day_start(job: Job, now: datetime) -> datetime:
+    local = now.astimezone(job.schedule().zone)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _skip(store: Store, job: Job, run_id: str, trigger: str, slot, reason: str,
+          status: str = "skipped", report: str = "") -> None:
+    now = iso(utcnow())
+    store.insert_run(
+        id=run_id, job=job.name, agent=job.agent, status=status, trigger=trigger,
+        slot=iso(slot), started_at=now, ended_at=now, pid=os.getpid(),
+        host=socket.gethostname(), model=job.spec.model, stop_reason=reason, report=report,
+        exit_code=EXIT_BY_STATUS.get(status, 0),
+    )
+
+
+def run_job(
+    project: Project,
+    name: str,
+    trigger: str = "manual",
+    slot: datetime | None = None,
+    now: datetime | None = None,
+) -> RunOutcome:
+    """Run one session of job `name` now, under its lock. Raises ConfigError (nothing
+    run or written) for a bad job; every other outcome is recorded and returned."""
+    job = load_job(project, name)
+    project.load_env()
+    store = Store.open(project.state_dir)
+    run_id = new_run_id(now)
+    lock = RunLock(locks_dir(project), f"job-{job.name}")
+    got = lock.try_acquire()
+    if isinstance(got, Busy):
+        holder = got.holder or {}
+        _skip(store, job, run_id, trigger, slot,
+              f"lock held by run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')})")
+        return RunOutcome(run_id, job.name, "skipped", errors.EXIT_OK, "lock_held")
+    assert isinstance(got, Acquired)
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    # Only the main thread may set handlers; elsewhere (embedding) runs keep the default.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, on_term)
+    try:
+        if got.left_behind:
+            _record_crash(project, store, got.left_behind)
+        lock.mark_held(run_id, job.name, trigger=trigger)
+        return _run_locked(project, store, job, run_id, trigger, slot, now or utcnow())
+    finally:
+        lock.release()
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _record_crash(project: Project, store: Store, meta: dict[str, Any]) -> None:
+    """A previous run died holding the lock (kill -9, OOM, reboot): say so."""
+    from jobrunner import alerts
+
+    run_id = meta.get("run_id")
+    row = store.get_run(run_id) if run_id else None
+    if row and row["status"] == "running":
+        store.update_run(run_id, status="crashed", ended_at=iso(utcnow()),
+                         stop_reason="process_died",
+                         report=f"run {run_id} (pid {meta.get('pid')} on {meta.get('host')}) "
+                                "died without finishing", exit_code=errors.EXIT_FAILED)
+    alerts.emit(project, "run.crashed", meta.get("job"), run_id,
+                f"run {run_id} of {meta.get('job')} died without finishing "
+                f"(pid {meta.get('pid')} on {meta.get('host')})", {"lock": meta})
+
+
+def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: str,
+                slot: datetime | None, now: datetime) -> RunOutcome:
+    from jobrunner import memory as mem
+    from jobrunner.models import client_for
+    from jobrunner.session import Session, SessionResult
+    from jobrunner.trace import Trace, trace_path
+
+    redactor = Redactor(project.secret_values())
+    store.insert_run(
+        id=run_id, job=job.name, agent=job.agent, status="running", trigger=trigger,
+        slot=iso(slot), started_at=iso(now), pid=os.getpid(), host=socket.gethostname(),
+        model=job.spec.model,
+    )
+    trace = Trace(trace_path(project.state_dir, run_id), run_id, redactor)
+    trace.emit("run.start", job=job.name, agent=job.agent, trigger=trigger, slot=iso(slot),
+               model=job.spec.model, pid=os.getpid())
+    started = time.monotonic()
+    result: SessionResult | None = None
+    memory_note = ""
+    try:
+        memory_file = mem.memory_path(project.memory_dir, job.agent)
+        try:
+            memory, raw = mem.load(memory_file)
+        except mem.MemoryFileError as exc:
+            return _finish(project, store, trace, job, run_id, "aborted", "memory_unreadable",
+                           str(exc), None, redactor)
+        from jobrunner.tools.api import ToolContext, set_context
+        from jobrunner.tools.registry import all_tools
+
+        tools = all_tools(project)
+        set_context(ToolContext(project.root, job.name, run_id, job.agent, project.settings))
+        prices = project.settings.prices()
+        from jobrunner.pricing import REPLAY_PRICE
+
+        price = prices.get(job.spec.model, REPLAY_PRICE)
+        session = Session(
+            job=job, run_id=run_id, client=client_for(job.spec.model, project.root),
+            tools=tools, memory=memory, price=price, trace=trace, redactor=redactor,
+            started_monotonic=started, now=now, slot=slot,
+            spent_today_usd=store.cost_since(job.name, _day_start(job, now)),
+        )
+        result = session.run()
+        memory_note = _write_memory(project, job, run_id, memory_file, memory, raw, result,
+                                    trace)
+        report = "" if result.status == "completed" else build_report(job, run_id, result)
+        if memory_note:
+            report = (report + "\n" + memory_note).strip()
+        return _finish(project, store, trace, job, run_id, result.status, result.stop_reason,
+                       report, result, redactor)
+    except Terminated:
+        return _finish(project, store, trace, job, run_id, "aborted", "terminated",
+                       "the run was stopped by SIGTERM", result, redactor)
+    except errors.ConfigError:
+        raise
+    except Exception as exc:  # our own bug or the disk: recorded, reported, alerted
+        trace.emit("run.internal_error", error=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc())
+        return _finish(project, store, trace, job, run_id, "aborted", "internal_error",
+                       f"internal error: {type(exc).__name__}: {exc}", result, redactor)
+    finally:
+        trace.close()
+
+
+def _write_memory(project, job, run_id, path, memory, raw, result, trace) -> str:
+    """Write the agent's rewrite (and jobrunner's failure-log line) once, at the end,
+    under the agent's lock. A person's edit made during the session wins."""
+    from jobrunner import memory as mem
+
+    updated = memory
+    if result.state.memory_update is not None:
+        updated = mem.apply_update(memory, result.state.memory_update)
+    if result.status in ("aborted", "crashed"):
+        day = utcnow().astimezone(job.schedule().zone).date().isoformat()
+        step = f" at step {result.failed_step}" if result.failed_step else ""
+        line = f"{day} run {run_id} aborted{step}: {result.stop_reason}: {result.detail}"
+        undone = [a.tool for a in result.state.actions if a.outcome == "not_executed"]
+        if undone:
+            line += f"; not done: {', '.join(undone)}"
+        updated = mem.with_failure_line(updated, line[:300], job.spec.memory.budget_tokens)
+    if updated.render().encode() == raw:
+        return ""
+    agent_lock = RunLock(locks_dir(project), f"agent-{job.agent}")
+    got = agent_lock.try_acquire(timeout=30)
+    if isinstance(got, Busy):
+        trace.emit("memory.not_written", reason="agent lock busy for 30s")
+        return "memory not written: another run held the agent's memory lock for 30s"
+    try:
+        try:
+            current = path.read_bytes()
+        except FileNotFoundError:
+            current = b""
+        if current != raw:
+            proposal = mem.save_history(path, updated.render().encode(), run_id, "-proposal")
+            trace.emit("memory.conflict", proposal=str(proposal))
+            from jobrunner import alerts
+
+            alerts.emit(project, "memory.conflict", job.name, run_id,
+                        f"{path} changed during run {run_id}; the edited version was kept "
+                        f"and the agent's proposal saved as {proposal.name}",
+                        {"proposal": str(proposal)})
+            return f"memory changed on disk during the run: kept it; agent's version in {proposal}"
+        changed = mem.save(path, updated, raw, run_id)
+        trace.emit("memory.write", changed=changed, tokens=updated.tokens())
+        return ""
+    finally:
+        agent_lock.release()
+
+
+def build_report(job: Job, run_id: str, result) -> str:
+    """The stop-and-report summary: what ended the run, where, and what was (not) done."""
+    state = result.state
+    lines = [
+        f"jobrunner: {job.name}: run {run_id} ended {result.status.upper()} "
+        f"({result.stop_reason})",
+        f"  why: {result.detail}",
+    ]
+    if result.failed_step:
+        lines.append(f"  at step: {result.failed_step}")
+    if state.actions:
+        lines.append("  tool calls:")
+        for action in state.actions:
+            import json
+
+            args = json.dumps(action.args, default=str)
+            if len(args) > 160:
+                args = args[:157] + "..."
+            detail = f" - {action.detail}" if action.detail else ""
+            lines.append(f"    step {action.step}: {action.tool}({args}): {action.outcome}{detail}")
+    if state.finish is not None:
+        lines.append(f"  agent's summary: {state.finish.summary}")
+        for label in ("established", "assumed", "unknown"):
+            items = getattr(state.finish, label)
+            if items:
+                lines.append(f"  {label}: " + "; ".join(items))
+    lines.append(
+        f"  spent: {state.steps} steps, {state.tool_calls} tool calls, "
+        f"{state.usage.prompt_tokens} input / {state.usage.output_tokens} output tokens, "
+        f"${state.cost_usd:.4f}"
+    )
+    lines.append(f"  trace: jobrunner show {run_id}")
+    return "\n".join(lines)
+
+
+def _finish(project, store, trace, job, run_id, status, stop_reason, report, result,
+            redactor) -> RunOutcome:
+    """Record the end of a run, trace it, alert on it."""
+    from jobrunner import alerts
+
+    report = redactor.text(report)
+    state = result.state if result else None
+    fields: dict[str, Any] = {
+        "status": status, "ended_at": iso(utcnow()), "stop_reason": stop_reason,
+        "report": report or None, "exit_code": EXIT_BY_STATUS.get(status, 1),
+    }
+    if state is not None:
+        fields.update(
+            steps=state.steps, tool_calls=state.tool_calls,
+            input_tokens=state.usage.prompt_tokens, output_tokens=state.usage.output_tokens,
+            cache_read_tokens=state.usage.cache_read_input_tokens,
+            cache_write_tokens=state.usage.cache_creation_input_tokens,
+            cost_usd=round(state.cost_usd, 6),
+            summary=state.finish.summary if state.finish else None,
+        )
+    store.update_run(run_id, **fields)
+    trace.emit("run.end", status=status, stop_reason=stop_reason, report=report or None,
+               exit_code=fields["exit_code"])
+    event = ALERT_BY_STATUS.get(status)
+    if event:
+        first = report.splitlines()[0] if report else f"{job.name}: {status} ({stop_reason})"
+        alerts.emit(project, event, job.name, run_id, first,
+                    {"status": status, "stop_reason": stop_reason, "report": report},
+                    redactor)
+    return RunOutcome(run_id, job.name, status, fields["exit_code"], stop_reason, report)
+

@@ -1,0 +1,215 @@
+"""Crontab schedules with crontab's meaning, in a job's own time zone.
+
+The same evaluator answers `next`, `list`, `run --due`, `check` and the daemon's
+trigger, so a schedule means one thing everywhere:
+
+- day-of-week 0 and 7 are Sunday; names (`mon`, `jan`) and `@daily`-style aliases work;
+- when both day-of-month and day-of-week are restricted, either matching fires (the
+  crontab OR rule); when either is `*`, both must match;
+- a local time skipped by a DST change (spring forward) fires once, at the first instant
+  after the gap; a local time repeated by a DST change (fall back) fires once, at its
+  first occurrence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+# (name, low, high, names mapped to numbers)
+_FIELDS = [
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day-of-month", 1, 31, {}),
+    ("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTHS)}),
+    ("day-of-week", 0, 7, {n: i for i, n in enumerate(_DAYS)}),
+]
+# Search horizon: long enough for Feb 29 on a given weekday (28-year cycle).
+_HORIZON_DAYS = 366 * 29
+
+
+class ScheduleError(ValueError):
+    """A schedule expression that crontab would not accept, or that never fires."""
+
+
+def _value(token: str, low: int, high: int, names: dict[str, int], field: str) -> int:
+    token = token.lower()
+    if token in names:
+        return names[token]
+    if not token.isdigit():
+        raise ScheduleError(f"{field}: {token!r} is not a number or name")
+    number = int(token)
+    if not low <= number <= high:
+        raise ScheduleError(f"{field}: {number} is outside {low}-{high}")
+    return number
+
+
+def _parse_field(text: str, field: str, low: int, high: int, names: dict[str, int]) -> set[int]:
+    values: set[int] = set()
+    for part in text.split(","):
+        if not part:
+            raise ScheduleError(f"{field}: empty list item in {text!r}")
+        base, _, step_text = part.partition("/")
+        step = 1
+        if step_text:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise ScheduleError(f"{field}: bad step {step_text!r}")
+            step = int(step_text)
+        if base == "*":
+            start, end = low, high
+        elif "-" in base:
+            a, _, b = base.partition("-")
+            start = _value(a, low, high, names, field)
+            end = _value(b, low, high, names, field)
+            if end < start:
+                raise ScheduleError(f"{field}: range {base!r} runs backwards")
+        else:
+            start = _value(base, low, high, names, field)
+            # crontab reads `5/15` as `5-max/15`
+            end = high if step_text else start
+        values.update(range(start, end + 1, step))
+    return values
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A parsed crontab expression bound to a time zone."""
+
+    expression: str
+    timezone: str
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]  # 0 = Sunday
+    dom_restricted: bool
+    dow_restricted: bool
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def _day_matches(self, day: date) -> bool:
+        if day.month not in self.months:
+            return False
+        dom = day.day in self.days
+        dow = (day.isoweekday() % 7) in self.weekdays
+        if self.dom_restricted and self.dow_restricted:
+            return dom or dow
+        return dom and dow
+
+    def _instant(self, naive: datetime) -> datetime:
+        """The UTC instant a local wall-clock slot fires at (DST rules in module doc)."""
+        zone = self.zone
+        local = naive.replace(tzinfo=zone)  # fold=0: the first of a repeated time
+        as_utc = local.astimezone(UTC)
+        if as_utc.astimezone(zone).replace(tzinfo=None) == naive:
+            return as_utc
+        # Skipped by spring-forward: fire at the first instant after the gap.
+        probe = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
+        probe = probe.replace(second=0, microsecond=0)
+        while probe.astimezone(zone).replace(tzinfo=None) < naive:
+            probe += timedelta(minutes=1)
+        return probe
+
+    def next_after(self, after: datetime) -> datetime:
+        """First fire time strictly after `after` (aware), as an aware UTC datetime."""
+        return next(self.iter_after(after))
+
+    def iter_after(self, after: datetime):
+        """Fire times strictly after `after`, ascending, as aware UTC datetimes."""
+        if after.tzinfo is None:
+            raise ValueError("`after` must be timezone-aware")
+        zone = self.zone
+        start_local = after.astimezone(zone)
+        day = start_local.date() - timedelta(days=1)  # a gap may pull a slot earlier
+        last: datetime | None = None
+        for _ in range(_HORIZON_DAYS):
+            if self._day_matches(day):
+                for hour in sorted(self.hours):
+                    for minute in sorted(self.minutes):
+                        instant = self._instant(datetime.combine(day, time(hour, minute)))
+                        if instant > after and instant != last:
+                            last = instant
+                            yield instant
+            day += timedelta(days=1)
+
+    def next_times(self, after: datetime, count: int) -> list[datetime]:
+        """The next `count` fire times after `after`."""
+        out = []
+        for instant in self.iter_after(after):
+            out.append(instant)
+            if len(out) == count:
+                break
+        return out
+
+    def previous_at_or_before(self, moment: datetime, within: timedelta) -> datetime | None:
+        """The latest fire time in (moment - within, moment], or None."""
+        for instant in self.iter_after(moment - within):
+            if instant > moment:
+                return None
+            candidate = instant
+            nxt = self.next_after(candidate)
+            if nxt > moment:
+                return candidate
+        return None
+
+
+def parse_schedule(expression: str, timezone: str = "UTC") -> Schedule:
+    """Parse a 5-field crontab expression or alias; raise ScheduleError if invalid."""
+    text = " ".join(expression.split())
+    lowered = text.lower()
+    if lowered.startswith("@"):
+        if lowered not in ALIASES:
+            known = ", ".join(sorted(ALIASES))
+            raise ScheduleError(f"unknown alias {text!r} (known: {known})")
+        text = ALIASES[lowered]
+    parts = text.split(" ")
+    if len(parts) != 5:
+        raise ScheduleError(
+            f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}"
+        )
+    sets = [
+        _parse_field(part, name, low, high, names)
+        for part, (name, low, high, names) in zip(parts, _FIELDS, strict=True)
+    ]
+    weekdays = frozenset(d % 7 for d in sets[4])
+    try:
+        ZoneInfo(timezone)
+    except Exception as exc:  # zoneinfo raises several types for bad keys
+        raise ScheduleError(f"unknown time zone {timezone!r}") from exc
+    schedule = Schedule(
+        expression=expression,
+        timezone=timezone,
+        minutes=frozenset(sets[0]),
+        hours=frozenset(sets[1]),
+        days=frozenset(sets[2]),
+        months=frozenset(sets[3]),
+        weekdays=weekdays,
+        dom_restricted=not parts[2].startswith("*"),
+        dow_restricted=not parts[4].startswith("*"),
+    )
+    if not any(
+        schedule._day_matches(date(2000, 1, 1) + timedelta(days=i)) for i in range(366 * 8)
+    ):
+        raise ScheduleError(f"{expression!r} never fires (no such day)")
+    return schedule
+
+
+def format_local(instant: datetime, timezone: str) -> str:
+    """`2026-11-23 08:00 CET (+01:00)`: a fire time as a person reads it."""
+    local = instant.astimezone(ZoneInfo(timezone))
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({offset[:3]}:{offset[3:]})"

@@ -1,0 +1,102 @@
+"""`jobrunner.toml`: project-wide settings, defaults for every job, pricing, channels."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from jobrunner.errors import ConfigError
+from jobrunner.pricing import BUILTIN_PRICES, Price
+from jobrunner.validation import Duration, StrictModel, located_errors
+
+
+class PriceSetting(StrictModel):
+    """USD per million tokens for one model."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+
+    def price(self) -> Price:
+        return Price(
+            input=self.input,
+            output=self.output,
+            cache_write=self.cache_write if self.cache_write is not None else self.input * 1.25,
+            cache_read=self.cache_read if self.cache_read is not None else self.input * 0.1,
+        )
+
+
+class SmtpSettings(StrictModel):
+    """Outgoing mail for the `send_email` tool and the email alert channel."""
+
+    host: str
+    port: int = 587
+    starttls: bool = True
+    ssl: bool = False
+    username: str = ""
+    password_env: str = ""  # the password is read from this environment variable
+    sender: str = "jobrunner@localhost"
+    timeout: Duration = 10.0
+
+
+class AlertChannel(StrictModel):
+    """One alert destination (`type` says which keys apply)."""
+
+    type: Literal["log", "webhook", "email", "command"]
+    events: list[str] = Field(default_factory=lambda: ["*"])
+    jobs: list[str] = Field(default_factory=lambda: ["*"])
+    url: str = ""  # webhook
+    to: list[str] = Field(default_factory=list)  # email
+    command: list[str] = Field(default_factory=list)  # command
+    path: str = ""  # log: another file besides the built-in alert log
+    timeout: Duration = 5.0
+
+    @field_validator("events")
+    @classmethod
+    def _events_known(cls, value: list[str]) -> list[str]:
+        from jobrunner.events import ALERT_EVENTS
+
+        for event in value:
+            if event != "*" and event not in ALERT_EVENTS:
+                raise ValueError(f"unknown event {event!r} (known: {', '.join(ALERT_EVENTS)})")
+        return value
+
+
+class AlertSettings(StrictModel):
+    channels: list[AlertChannel] = Field(default_factory=list)
+    cooldown: Duration = 3600.0  # the same event, job and cause alert once per this
+
+
+class Settings(StrictModel):
+    """The whole of `jobrunner.toml`; every key optional."""
+
+    state_dir: str = ""
+    env_file: str = ""
+    secrets: list[str] = Field(default_factory=list)  # env var names whose values are redacted
+    email_outbox: str = "outbox"  # where send_email writes .eml files when [smtp] is absent
+    defaults: dict[str, Any] = Field(default_factory=dict)  # validated against the job model
+    pricing: dict[str, PriceSetting] = Field(default_factory=dict)
+    smtp: SmtpSettings | None = None
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+
+    def prices(self) -> dict[str, Price]:
+        """Built-in prices with this project's overrides applied."""
+        table = dict(BUILTIN_PRICES)
+        table.update({name: p.price() for name, p in self.pricing.items()})
+        return table
+
+
+def load_settings(project: Any) -> Settings:
+    """Validate the project's `jobrunner.toml` (absent: all defaults)."""
+    raw, text = project.raw_settings
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(located_errors(project.settings_path, text, exc, Settings)) from exc
+    if settings.defaults:
+        from jobrunner.jobfile import check_defaults
+
+        check_defaults(project, settings.defaults, text)
+    return settings

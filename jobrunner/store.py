@@ -1,0 +1,197 @@
+"""Run records in SQLite (WAL, busy timeout, short transactions, named migrations).
+
+Other modules (ledger, approvals, alerts, pauses) add their tables through MIGRATIONS
+here, append-only: a migration, once released, is never edited.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jobrunner.errors import StateError
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_runs",
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            job TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            status TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            slot TEXT,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            pid INTEGER,
+            host TEXT,
+            model TEXT,
+            steps INTEGER NOT NULL DEFAULT 0,
+            tool_calls INTEGER NOT NULL DEFAULT 0,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL NOT NULL DEFAULT 0,
+            stop_reason TEXT,
+            report TEXT,
+            summary TEXT,
+            exit_code INTEGER
+        );
+        CREATE INDEX runs_job_started ON runs (job, started_at);
+        CREATE INDEX runs_status ON runs (status);
+        """,
+    ),
+]
+
+RUN_FIELDS = (
+    "id", "job", "agent", "status", "trigger", "slot", "started_at", "ended_at", "pid", "host",
+    "model", "steps", "tool_calls", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "cost_usd", "stop_reason", "report", "summary", "exit_code",
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") \
+        if moment else None
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass
+class Store:
+    """The state database of one project."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, state_dir: Path) -> Store:
+        store = cls(state_dir / "jobrunner.sqlite3")
+        store.migrate()
+        return store
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection in autocommit-off mode; commits on success, rolls back on error."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot open the state database: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction (BEGIN IMMEDIATE: writers queue, never deadlock)."""
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def migrate(self) -> list[str]:
+        """Apply every migration not yet recorded; returns the names applied."""
+        applied: list[str] = []
+        try:
+            with self.transaction() as conn:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+                )
+                done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+                for name, sql in MIGRATIONS:
+                    if name in done:
+                        continue
+                    for statement in sql.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO migrations VALUES (?, ?)", (name, iso(utcnow()))
+                    )
+                    applied.append(name)
+        except sqlite3.OperationalError as exc:
+            raise StateError(f"{self.path}: state database unusable: {exc}") from exc
+        return applied
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def insert_run(self, **fields: Any) -> None:
+        columns = ", ".join(fields)
+        marks = ", ".join("?" for _ in fields)
+        with self.transaction() as conn:
+            conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", tuple(fields.values()))
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        assignments = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id)
+            )
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                # Accept a unique prefix, as people copy short ids.
+                rows = conn.execute(
+                    "SELECT * FROM runs WHERE id LIKE ? LIMIT 2", (run_id + "%",)
+                ).fetchall()
+                row = rows[0] if len(rows) == 1 else None
+        return dict(row) if row else None
+
+    def list_runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query = "SELECT * FROM runs"
+        params: tuple[Any, ...] = ()
+        if job:
+            query += " WHERE job = ?"
+            params = (job,)
+        query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        with self.connect() as conn:
+            return [dict(r) for r in conn.execute(query, (*params, limit))]
+
+    def last_run(self, job: str, exclude_skipped: bool = True) -> dict[str, Any] | None:
+        query = "SELECT * FROM runs WHERE job = ?"
+        if exclude_skipped:
+            query += " AND status NOT IN ('skipped', 'paused')"
+        query += " ORDER BY started_at DESC, rowid DESC LIMIT 1"
+        with self.connect() as conn:
+            row = conn.execute(query, (job,)).fetchone()
+        return dict(row) if row else None
+
+    def cost_since(self, job: str, since: datetime) -> float:
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(SUM(cost_usd), 0) FROM runs WHERE job = ? AND started_at >= ?",
+                (job, iso(since)),
+            ).fetchone()
+        return float(row[0])
+
+
+def run_as_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A run record as `runs --json` prints it."""
+    out = {k: row.get(k) for k in RUN_FIELDS}
+    out["cost_usd"] = round(float(out["cost_usd"] or 0), 6)
+    return json.loads(json.dumps(out))

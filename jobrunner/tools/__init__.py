@@ -1,0 +1,1 @@
+"""Tools: registration (`api`), discovery (`registry`), built-ins, and dispatch."""
