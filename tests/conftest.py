@@ -1,0 +1,147 @@
+"""Shared fixtures: every test gets its own project and state dir; the model is the real
+anthropic SDK talking HTTP to a local fake Messages API; the CLI is the installed one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fake_api import FakeMessagesAPI
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_KEY = "sk-ant-test-0123456789abcdef"  # a fake key: tests check it never leaks
+
+
+def jobrunner_executable() -> str:
+    """The installed console script next to this interpreter (fallback: PATH)."""
+    candidate = Path(sys.executable).parent / "jobrunner"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("jobrunner")
+    if not found:
+        raise RuntimeError("the jobrunner console script is not installed (pip install -e .)")
+    return found
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self):
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Project:
+    """A temporary jobrunner project driven through the real CLI."""
+
+    root: Path
+    state: Path
+    env: dict[str, str]
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    def job(self, name: str, body: str = "", **keys) -> Path:
+        """Write jobs/NAME.toml: sensible minimal keys, overridden by `keys`, then `body`."""
+        values = {"schedule": "0 8 * * *", "timezone": "UTC", "model": "claude-sonnet-4-6",
+                  "tools": [], "prompt": "Do the task."}
+        values.update(keys)
+        lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        return self.write(f"jobs/{name}.toml", "\n".join(lines) + "\n" + textwrap.dedent(body))
+
+    def tool_file(self, name: str, source: str) -> Path:
+        return self.write(f"jobs/tools/{name}.py", source)
+
+    def run(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> Result:
+        """Run `jobrunner ARGS` as a subprocess in the project."""
+        proc = subprocess.run(
+            [jobrunner_executable(), *args], cwd=cwd or self.root, env={**self.env, **(env or {})},
+            capture_output=True, text=True, timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(
+            [jobrunner_executable(), *args], cwd=self.root, env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def runs(self, job: str | None = None) -> list[dict]:
+        result = self.run("runs", *([job] if job else []), "--json", "-n", "1000")
+        assert result.code == 0, result.stderr
+        return result.json()
+
+    def memory(self, agent: str) -> str:
+        return (self.root / "memory" / agent / "MEMORY.md").read_text(encoding="utf-8")
+
+    def alerts(self) -> list[dict]:
+        path = self.state / "alerts.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's state, key or project."""
+    for var in ("JOBRUNNER_HOME", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN",
+                "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeMessagesAPI]:
+    with FakeMessagesAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def project(tmp_path: Path, fake_api: FakeMessagesAPI) -> Project:
+    """An empty project whose runs talk to the fake API with a test key."""
+    root = tmp_path / "proj"
+    (root / "jobs").mkdir(parents=True)
+    state = tmp_path / "state"
+    (root / "jobrunner.toml").write_text(f'state_dir = "{state}"\n', encoding="utf-8")
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("ANTHROPIC_", "JOBRUNNER_"))
+    }
+    env.update({
+        "ANTHROPIC_API_KEY": TEST_KEY,
+        "ANTHROPIC_BASE_URL": fake_api.url,
+        "XDG_STATE_HOME": str(tmp_path / "xdg-state"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    })
+    return Project(root=root, state=state, env=env)
+
+
+@pytest.fixture
+def example_project(tmp_path: Path, fake_api: FakeMessagesAPI) -> Project:
+    """A copy of the repository's daily-email example project."""
+    root = tmp_path / "example"
+    for part in ("jobs", "memory", "data"):
+        shutil.copytree(REPO / part, root / part,
+                        ignore=shutil.ignore_patterns("__pycache__", "history"))
+    state = tmp_path / "state"
+    settings = (REPO / "jobrunner.toml").read_text(encoding="utf-8")
+    (root / "jobrunner.toml").write_text(f'state_dir = "{state}"\n' + settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "JOBRUNNER_"))}
+    env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
+    return Project(root=root, state=state, env=env)
