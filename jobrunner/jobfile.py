@@ -260,6 +260,8 @@ def load_all(project: Project) -> tuple[list[Job], list[str]]:
     """Every declared job that validates, and the problems of those that do not."""
     jobs, problems = [], []
     for name in project.job_names():
+        if not JOB_NAME.match(name):
+            continue
         try:
             jobs.append(load_job(project, name))
         except ConfigError as exc:

@@ -11,13 +11,12 @@ Exit codes of `jobrunner run`:
 
 from __future__ import annotations
 
-import os
 import sys
 
 # Each module registers its commands on `app`.
 from jobrunner.cli import jobs as _jobs  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401
-from jobrunner.cli.app import app
+from jobrunner.cli.app import app, relative
 from jobrunner.errors import JobrunnerError
 
 
@@ -26,10 +25,8 @@ def main() -> None:
     try:
         app()
     except JobrunnerError as exc:
-        here = os.getcwd().rstrip("/") + "/"
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            # Located errors (FILE:LINE: ...) read best relative to where the user stands.
-            line = line.removeprefix(here)
+            line = relative(line)
             print(line if ":" in line.split(" ", 1)[0] else f"jobrunner: {line}",
                   file=sys.stderr)
         sys.exit(exc.exit_code)

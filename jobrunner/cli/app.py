@@ -49,6 +49,14 @@ def project(ctx: typer.Context):
     return obj["project"]
 
 
+def relative(line: str) -> str:
+    """A located message (`/abs/FILE:LINE: ...`) with the path relative to where the user
+    stands, as editors and people read it best."""
+    import os
+
+    return line.removeprefix(os.getcwd().rstrip("/") + "/")
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import typer
 
-from jobrunner.cli.app import app, print_json, project, table
+from jobrunner.cli.app import app, print_json, project, relative, table
 from jobrunner.errors import ConfigError
 
 JOB_TEMPLATE = '''\
@@ -109,7 +109,7 @@ def list_jobs(
         else:
             typer.echo("no valid jobs in " + str(proj.jobs_dir))
         for problem in problems:
-            typer.echo(problem, err=True)
+            typer.echo(relative(problem), err=True)
     if problems:
         raise typer.Exit(2)
 
@@ -146,7 +146,7 @@ def validate(
         for job in jobs:
             typer.echo(f"ok  {job.name}: next run {_next_text(job, now)}")
         for problem in problems:
-            typer.echo(problem, err=True)
+            typer.echo(relative(problem), err=True)
     if problems:
         raise typer.Exit(2)
 
