@@ -216,6 +216,7 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
             problems.append(
                 f"{where('tool', name)}: tool.{name}: policy for a tool the job does not list"
             )
+    problems.extend(_policy_problems(project, job, where))
     if spec.model.startswith("replay:"):
         script = project.root / spec.model.removeprefix("replay:")
         if not script.is_file():
@@ -226,6 +227,22 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
             f"{', '.join(sorted(project.settings.prices()))}; add a [pricing.\"{spec.model}\"] "
             "table to jobrunner.toml for a newer one)"
         )
+    return problems
+
+
+def _policy_problems(project: Project, job: Job, where) -> list[str]:
+    """A job's `[tool.NAME]` tables may tighten a tool's policy, never loosen it."""
+    from jobrunner.tools.api import policy_problems
+    from jobrunner.tools.registry import all_tools
+
+    tools = all_tools(project)
+    problems = []
+    for name in job.spec.tools:
+        if name not in tools:
+            continue
+        policy = job.spec.tool.get(name) or ToolPolicy()
+        for key, problem in policy_problems(tools[name], policy):
+            problems.append(f"{where('tool', name, key)}: tool.{name}.{key}: {problem}")
     return problems
 
 

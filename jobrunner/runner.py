@@ -158,11 +158,18 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
         except mem.MemoryFileError as exc:
             return _finish(project, store, trace, job, run_id, "aborted", "memory_unreadable",
                            str(exc), None, redactor)
+        from jobrunner import ledger
+        from jobrunner.gate import CallGate, in_doubt_report, job_tools
         from jobrunner.tools.api import ToolContext, set_context
-        from jobrunner.tools.registry import all_tools
 
-        tools = all_tools(project)
-        set_context(ToolContext(project.root, job.name, run_id, job.agent, project.settings))
+        doubtful = ledger.in_doubt(store, job.name)
+        if doubtful:  # never act again while an earlier side effect is unaccounted for
+            trace.emit("ledger.in_doubt", keys=[e.key for e in doubtful])
+            return _finish(project, store, trace, job, run_id, "aborted", "ledger_in_doubt",
+                           in_doubt_report(job, run_id, doubtful), None, redactor)
+        tools = job_tools(project, job)
+        set_context(ToolContext(project.root, job.name, run_id, job.agent, project.settings,
+                                policy=dict(job.spec.tool)))
         prices = project.settings.prices()
         from jobrunner.pricing import REPLAY_PRICE
 
@@ -172,11 +179,16 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
             tools=tools, memory=memory, price=price, trace=trace, redactor=redactor,
             started_monotonic=started, now=now, slot=slot,
             spent_today_usd=store.cost_since(job.name, _day_start(job, now)),
+            call_gate=CallGate(project, job, store, run_id, now, slot, trace, redactor),
         )
         result = session.run()
         memory_note = _write_memory(project, job, run_id, memory_file, memory, raw, result,
                                     trace)
         report = "" if result.status == "completed" else build_report(job, run_id, result)
+        marked = [a for a in result.state.actions if a.detail == "medium risk"]
+        if marked and not report:  # medium-risk actions are named even in a quiet run
+            report = "medium-risk actions: " + "; ".join(
+                f"step {a.step}: {a.tool}: {a.outcome}" for a in marked)
         if memory_note:
             report = (report + "\n" + memory_note).strip()
         return _finish(project, store, trace, job, run_id, result.status, result.stop_reason,

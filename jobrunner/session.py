@@ -443,6 +443,8 @@ class Session:
             )
         if getattr(outcome, "queued", False):
             return self._queued(block, spec, validated, outcome)
+        if getattr(outcome, "refused", None):
+            return self._not_executed(block, outcome.refused), None
         self.trace.emit(
             "tool.result", step=state.steps, tool=name, ok=outcome.ok,
             error=outcome.error, attempts=outcome.attempts,
@@ -455,11 +457,14 @@ class Session:
             detail = f"tool {name} failed: {outcome.error}"
             return ({"type": "tool_result", "tool_use_id": block.get("id"), "is_error": True,
                      "content": f"Failed: {outcome.error}. The run is stopped."},
-                    self._end("aborted", "tool_failed", detail, failed_step=state.steps))
+                    self._end("aborted", getattr(outcome, "stop_reason", None) or "tool_failed",
+                              detail, failed_step=state.steps))
         if spec.untrusted_output:
             state.untrusted = True
-        state.actions.append(Action(state.steps, name, validated, "ok",
-                                    "medium risk" if spec.risk == "medium" else ""))
+        state.actions.append(Action(
+            state.steps, name, validated,
+            "deduplicated" if getattr(outcome, "deduplicated", False) else "ok",
+            "medium risk" if spec.risk == "medium" else ""))
         return ({"type": "tool_result", "tool_use_id": block.get("id"),
                  "content": self.wrap_output(outcome.data)}, None)
 
@@ -470,9 +475,12 @@ class Session:
         self.trace.emit("tool.queued", step=state.steps, tool=spec.name, input=validated,
                         approval_id=getattr(outcome, "approval_id", None))
         state.needs_approval = True  # type: ignore[attr-defined]
+        then = ("Go on with the parts of the task that do not depend on it."
+                if self.job.spec.continue_after_approval else
+                "Do not retry it or call other tools; call update_memory, then finish.")
         return ({"type": "tool_result", "tool_use_id": block.get("id"), "content": (
             f"Queued for human approval ({getattr(outcome, 'approval_id', '')}): "
-            f"{spec.name} is high risk and was NOT executed. Do not retry it; finish the run."
+            f"{spec.name} was NOT executed and will run only if a person approves it. {then}"
         )}, None)
 
     def _update_memory(self, block: dict[str, Any]) -> tuple[dict, SessionResult | None]:
@@ -527,7 +535,8 @@ class Session:
 
     def _end(self, status: str, reason: str, detail: str,
              failed_step: int | None = None) -> SessionResult:
-        if getattr(self.state, "needs_approval", False) and status in ("completed", "partial"):
+        if getattr(self.state, "needs_approval", False) and status in ("completed", "partial") \
+                and not self.job.spec.continue_after_approval:
             status = "needs_approval"
         return SessionResult(status=status, stop_reason=reason,
                              detail=self.redactor.text(detail), state=self.state,

@@ -49,6 +49,54 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX runs_status ON runs (status);
         """,
     ),
+    (
+        "030_ledger",
+        """
+        CREATE TABLE ledger (
+            key TEXT PRIMARY KEY,
+            job TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            args TEXT NOT NULL,
+            status TEXT NOT NULL,
+            run_id TEXT,
+            approval_id TEXT,
+            pid INTEGER,
+            host TEXT,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            intent_at TEXT NOT NULL,
+            outcome_at TEXT,
+            result TEXT,
+            error TEXT,
+            resolved_by TEXT,
+            resolved_at TEXT
+        );
+        CREATE INDEX ledger_job_status ON ledger (job, status);
+        """,
+    ),
+    (
+        "031_approvals",
+        """
+        CREATE TABLE approvals (
+            id TEXT PRIMARY KEY,
+            job TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            args TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            ledger_key TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            decided_at TEXT,
+            decided_by TEXT,
+            note TEXT,
+            outcome TEXT,
+            result TEXT,
+            error TEXT
+        );
+        CREATE INDEX approvals_status ON approvals (status, created_at);
+        """,
+    ),
 ]
 
 RUN_FIELDS = (

@@ -6,7 +6,10 @@ on a locked job must not pay for building argument models.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import re
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,6 +17,10 @@ from typing import Any, Literal
 
 Risk = Literal["low", "medium", "high"]
 RISKS: tuple[Risk, ...] = ("low", "medium", "high")
+
+# Idempotency keys: which placeholders a template may use, and the default one.
+KEY_PLACEHOLDERS = ("job", "tool", "date", "slot", "args", "run")
+DEFAULT_IDEMPOTENCY_KEY = "{job}:{tool}:{slot}:{args}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,9 @@ class ToolSpec:
     idempotency_key: str | None = None
     untrusted_output: bool = False  # output comes from outside (web, inbox): taints the session
     source: str = "project"  # "builtin" or the file it came from
+    needs_paths: bool = False  # a file tool: the job must say which folders it may use
+    after_untrusted: Literal["run", "approve"] = "run"  # set by the job's [tool.NAME]
+    paths: tuple[str, ...] = ()  # folders the job allows (file tools), relative to the project
 
     @cached_property
     def args_model(self):  # -> type[pydantic.BaseModel]
@@ -81,6 +91,86 @@ class ToolSpec:
     def idempotent(self) -> bool:
         return not self.side_effect or self.idempotency_key is not None
 
+    @property
+    def key_template(self) -> str:
+        """The ledger key template of this tool's calls."""
+        return self.idempotency_key or DEFAULT_IDEMPOTENCY_KEY
+
+
+def key_template_problem(template: str) -> str | None:
+    """Why an idempotency key template is unusable, or None."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        return f"bad template: {exc}"
+    unknown = [f for f in fields if f not in KEY_PLACEHOLDERS]
+    if unknown:
+        return (f"unknown placeholder {{{unknown[0]}}} (use "
+                f"{', '.join('{' + p + '}' for p in KEY_PLACEHOLDERS)})")
+    if not template.strip():
+        return "an empty key would make every call the same call"
+    return None
+
+
+def policy_problems(spec: ToolSpec, policy: Any) -> list[tuple[str, str]]:
+    """(key, problem) for each way a job's `[tool.NAME]` table loosens the tool's own
+    declaration or is unusable. A job may only tighten: raise the risk, lower the
+    timeout or retries, add a key, folders or approval after untrusted content."""
+    problems: list[tuple[str, str]] = []
+    if policy.risk is not None and RISKS.index(policy.risk) < RISKS.index(spec.risk):
+        problems.append(("risk", f"cannot lower {spec.name}'s declared risk {spec.risk!r} to "
+                         f"{policy.risk!r} (a job may only tighten a tool's policy)"))
+    if policy.timeout is not None and (policy.timeout <= 0 or policy.timeout > spec.timeout):
+        problems.append(("timeout", f"must be more than 0 and at most {spec.name}'s own "
+                         f"timeout of {spec.timeout:g}s"))
+    if policy.retries is not None and policy.retries > spec.retries:
+        problems.append(("retries", f"cannot raise retries above {spec.name}'s own "
+                         f"{spec.retries} (a retried side effect may happen twice)"))
+    if policy.idempotency_key is not None:
+        problem = key_template_problem(policy.idempotency_key)
+        if problem:
+            problems.append(("idempotency_key", problem))
+    for folder in policy.paths or []:
+        problem = folder_problem(folder)
+        if problem:
+            problems.append(("paths", f"{folder!r}: {problem}"))
+    if spec.needs_paths and not policy.paths:
+        problems.append(("paths", f"{spec.name} needs the folders it may use, e.g. "
+                         f'[tool.{spec.name}] paths = ["data/"]'))
+    return problems
+
+
+def folder_problem(folder: str) -> str | None:
+    """Why a configured folder cannot be allowed, or None (relative, inside the project)."""
+    if not folder.strip() or "\x00" in folder:
+        return "empty folder name"
+    if folder.startswith("/") or re.match(r"^[A-Za-z]:", folder):
+        return "must be relative to the project"
+    if ".." in folder.replace("\\", "/").split("/"):
+        return "must not contain '..'"
+    return None
+
+
+def tightened(spec: ToolSpec, policy: Any) -> ToolSpec:
+    """The tool as one job may use it: its declaration narrowed by the job's table."""
+    if policy is None:
+        return spec
+    changes: dict[str, Any] = {}
+    if policy.risk is not None and RISKS.index(policy.risk) > RISKS.index(spec.risk):
+        changes["risk"] = policy.risk
+    if policy.timeout:
+        changes["timeout"] = min(spec.timeout, float(policy.timeout))
+    if policy.retries is not None:
+        changes["retries"] = min(spec.retries, policy.retries)
+    if policy.idempotency_key is not None:
+        # A key says "at most once per key": the calls go through the ledger.
+        changes.update(idempotency_key=policy.idempotency_key, side_effect=True)
+    if policy.after_untrusted != "run":
+        changes["after_untrusted"] = policy.after_untrusted
+    if policy.paths is not None:
+        changes["paths"] = tuple(policy.paths)
+    return dataclasses.replace(spec, **changes) if changes else spec
+
 
 def tool(
     fn: Callable[..., Any] | None = None,
@@ -92,6 +182,7 @@ def tool(
     retries: int = 0,
     idempotency_key: str | None = None,
     untrusted_output: bool = False,
+    needs_paths: bool = False,
 ) -> Any:
     """Register a function as a tool. Its docstring is what the model reads; its type
     hints are its argument schema. A bare `@tool` is risk `high` (queued for approval).
@@ -101,6 +192,8 @@ def tool(
     """
     if risk not in RISKS:
         raise ValueError(f"risk must be one of {RISKS}, not {risk!r}")
+    if idempotency_key is not None and (problem := key_template_problem(idempotency_key)):
+        raise ValueError(f"idempotency_key {idempotency_key!r}: {problem}")
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         doc = inspect.getdoc(func) or ""
@@ -120,6 +213,7 @@ def tool(
             retries=int(retries),
             idempotency_key=idempotency_key,
             untrusted_output=untrusted_output,
+            needs_paths=needs_paths,
             source=getattr(func, "__module__", "project"),
         )
         func.__jobrunner_tool__ = spec  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ class CallOutcome:
     attempts: int = 1
     duration: float = 0.0
     timed_out: bool = False
+    raised: bool = False  # the tool raised: it may have acted before it failed
 
 
 def canonical_args(args: dict[str, Any]) -> str:
@@ -76,7 +77,8 @@ def _run_once(spec: ToolSpec, args: dict[str, Any], timeout: float) -> CallOutco
         )
     if "error" in box:
         exc = box["error"]
-        return CallOutcome(ok=False, error=f"{type(exc).__name__}: {exc}", duration=duration)
+        return CallOutcome(ok=False, error=f"{type(exc).__name__}: {exc}", duration=duration,
+                           raised=True)
     value = box.get("value")
     if isinstance(value, ToolResult):
         if not value.ok:
