@@ -144,10 +144,12 @@ def _decided(approval: Approval) -> str:
 
 
 def _check_pending(store: Store, approval: Approval, now: datetime) -> None:
-    if approval.status == "pending" and approval.expires_at <= (iso(now) or ""):
+    overdue = approval.status == "pending" and approval.expires_at <= (iso(now) or "")
+    if overdue:
         expire_due(store, now)
+    if overdue or approval.status == "expired":
         raise ApprovalError(f"approval {approval.id} expired at {approval.expires_at} and "
-                            "is recorded as denied; it cannot be approved")
+                            "is recorded as denied; it cannot be approved or rejected")
     if approval.status != "pending":
         raise ApprovalError(_decided(approval) + "; nothing done")
 
