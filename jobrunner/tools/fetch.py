@@ -32,7 +32,8 @@ def http_get(url: str, timeout: float, max_bytes: int) -> ToolResult:
     opener = urllib.request.build_opener(_Redirects)
     request = urllib.request.Request(url, headers={"User-Agent": "jobrunner-http_get"})
     try:
-        with opener.open(request, timeout=timeout) as response:
+        # A little under the call's own timeout, so the tool reports it itself.
+        with opener.open(request, timeout=max(0.1, timeout * 0.9)) as response:
             body = response.read(max_bytes + 1)
             status = response.status
             content_type = response.headers.get("Content-Type", "")

@@ -45,6 +45,8 @@ def _split(folders: list[str], path: str) -> tuple[str, list[str]]:
 def _open_dir(root: Path, folder: str, inner: list[str], create: bool) -> int:
     """A descriptor of the directory holding the last component, walked without
     following any symlink below the allowed folder."""
+    if create:  # the folder the job allows writing to is the operator's: make it
+        (root / folder).mkdir(parents=True, exist_ok=True)
     fd = os.open(root / folder, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     try:
         for part in inner[:-1]:
