@@ -134,10 +134,15 @@ def parse(text: str) -> Memory:
     newline = "\r\n" if "\r\n" in text else "\n"
     memory = Memory(bom=bom, newline=newline)
     current = Block(heading="", body="")
+    lines = text.splitlines(keepends=True)
+    fences = [i for i, line in enumerate(lines) if line.lstrip().startswith(("```", "~~~"))]
+    if len(fences) % 2:
+        fences.pop()  # an unclosed fence does not hide the rest of the file
+    fence_lines = set(fences)
     fenced = False
-    for line in text.splitlines(keepends=True):
+    for index, line in enumerate(lines):
         stripped = line.rstrip("\r\n")
-        if stripped.lstrip().startswith(("```", "~~~")):
+        if index in fence_lines:
             fenced = not fenced
         match = None if fenced else _HEADING.match(stripped)
         if match:
@@ -184,7 +189,10 @@ def load(path: Path) -> tuple[Memory, bytes]:
 
 def _section_body(value: str | list[str], newline: str) -> str:
     if isinstance(value, str):
-        lines = [value.strip()] if value.strip() else []
+        line = " ".join(value.split())
+        if line.startswith(("#", "```", "~~~")):
+            line = "\\" + line  # the agent's text never becomes a heading or a fence
+        lines = [line] if line else []
     else:
         lines = [f"- {' '.join(item.split())}" for item in value if item.strip()]
     if not lines:
