@@ -82,9 +82,10 @@ def save_history(path: Path, content: bytes, tag: str, kind: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = folder / f"{stamp}-{tag}{'-' + kind if kind else ''}.md"
-    write_atomic(target, content)
-    for old in sorted(folder.glob("*.md"))[:-HISTORY_KEEP]:
+    # Make room first, so a kill between the two steps never leaves more than the bound.
+    for old in sorted(folder.glob("*.md"))[: -(HISTORY_KEEP - 1) or None]:
         old.unlink(missing_ok=True)
+    write_atomic(target, content)
     return target
 
 
