@@ -177,11 +177,11 @@ def decode(raw: bytes, where: Path | str) -> Memory:
 
 def load(path: Path) -> tuple[Memory, bytes]:
     """Read and parse; returns the parsed memory and the raw bytes (to detect edits).
-    A missing file is an empty memory; a file that is not text is an error."""
+    A missing file is a new agent's template; a file that is not text is an error."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return parse(""), b""
+        return parse(template(path.parent.name)), b""
     except OSError as exc:
         raise MemoryFileError(f"{path}: cannot read memory: {exc.strerror}") from exc
     return decode(raw, path), raw
@@ -225,13 +225,15 @@ def _with_bodies(memory: Memory, bodies: dict[str, str]) -> Memory:
             last = out.blocks[-1]
             if not (last.heading + last.body).endswith(("\n", "\r")):
                 last.body += nl
-            if (last.heading + last.body).strip() and not last.body.endswith(nl + nl):
+            whole = last.heading + last.body
+            if whole.strip() and not whole.endswith(nl + nl):
                 last.body += nl  # a blank line before the new heading
         out.blocks.append(Block(heading=f"{'#' * level} {SECTIONS[key]}{nl}", body=body, key=key))
     if out.blocks and out.blocks[-1].key in bodies:
         # Our own section ends the file: no trailing blank line.
         last = out.blocks[-1]
-        last.body = last.body.rstrip("\r\n") + nl
+        last.body = last.body.rstrip("\r\n")
+        last.body = last.body + nl if last.body else ""
     return out
 
 
@@ -280,6 +282,16 @@ def with_failure_line(memory: Memory, line: str, budget_tokens: int) -> Memory:
         body = "".join(lines)
         updated = _with_bodies(memory, {"what_not_to_do": body})
     return updated
+
+
+def keep_failure_lines(before: Memory, after: Memory, budget_tokens: int) -> Memory:
+    """`after` with jobrunner's failure-log lines from `before` that a rewrite dropped put
+    back: the agent may reword its memory, not forget what failed (budget permitting)."""
+    kept = set(after.items("what_not_to_do"))
+    for item in before.items("what_not_to_do"):
+        if item not in kept and _JOBRUNNER_LINE.match(f"- {item}"):
+            after = with_failure_line(after, item, budget_tokens)
+    return after
 
 
 def template(agent: str) -> str:

@@ -27,6 +27,8 @@ from jobrunner.memory import (
     apply_update,
     decode,
     failure_line,
+    keep_failure_lines,
+    load,
     memory_path,
     with_failure_line,
 )
@@ -231,7 +233,9 @@ def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Mem
         update = None  # the person's version stays; only jobrunner's own line goes on it
         if line is None:
             return note
-    updated = apply_update(base, update) if update is not None else base
+    updated = base
+    if update is not None:
+        updated = keep_failure_lines(base, apply_update(base, update), budget)
     if line is not None:
         updated = with_failure_line(updated, line, budget)
         trace.emit("memory.failure_line", line=line)
@@ -269,9 +273,8 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
     try:
         path = memory_path(project.memory_dir, job.agent)
         try:
-            current = path.read_bytes()
-            memory = decode(current, path)
-        except (FileNotFoundError, MemoryFileError):
+            memory, current = load(path)
+        except MemoryFileError:
             return
         line = failure_line(_today(job), str(meta.get("run_id")), "crashed", None,
                             f"the process (pid {meta.get('pid')} on {meta.get('host')}) died "

@@ -219,3 +219,26 @@ def test_two_jobs_of_one_agent_take_turns_with_its_memory(project, fake_api, tmp
     assert project.alerts() == []  # taking turns is not a conflict
     assert sorted(r["status"] for r in project.runs()) == ["completed", "completed"]
     assert not Path(project.root / "memory/first").exists()
+
+
+def test_a_run_killed_mid_session_is_in_the_failure_log_of_the_next(project, fake_api, tmp_path):
+    import signal
+
+    project.tool_file("hold", HOLD_TOOL)
+    project.job("fragile", tools=["hold"])
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    fake_api.enqueue(tool_turn([("hold", {"marker": str(marker)})]))
+    doomed = project.popen("run", "fragile")
+    wait_for(lambda: (marker / "started").exists(), "the session to start")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=30)
+    [dead] = project.runs()
+    fake_api.enqueue(tool_turn([update("Carry on.", dont=["Check the feed first."])]),
+                     tool_turn([finish()]))
+    ran = project.run("run", "fragile")
+    assert ran.code == 0, ran.stderr
+    memory = project.memory("fragile")
+    assert f"run {dead['id']} crashed: the process (pid {doomed.pid} " in memory
+    assert "- Check the feed first." in memory  # the agent's own rewrite went on top
+    assert [a["event"] for a in project.alerts()] == ["run.crashed"]
