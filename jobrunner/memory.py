@@ -1,17 +1,17 @@
-"""MEMORY.md: a small, hand-editable memory carried between sessions.
+"""MEMORY.md as a file format: a small, hand-editable memory carried between sessions.
 
 Parsing is tolerant (any heading level or case, CRLF, BOM, text before the first
 heading, extra sections) and lossless: a file nobody changed renders back byte for byte,
-and a rewrite touches only the four known sections' bodies.
+and a rewrite touches only the bodies of the known sections whose content changed.
+Anything else in the file is only ever appended to, never cut or reformatted.
+Writing, history and conflicts live in `memory_store`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +35,11 @@ _MATCH = {
     "open items": "open_items",
 }
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.*?)[ \t#]*$")
-HISTORY_KEEP = 30
+_BULLET = re.compile(r"^([-*+]|\d+[.)])\s+")
+# A failure-log line written by jobrunner: "- 2026-11-21 run RUN_ID ..." (any bullet).
+_JOBRUNNER_LINE = re.compile(r"^\s*([-*+]|\d+[.)])\s+\d{4}-\d{2}-\d{2} run \S+ ")
+CHARS_PER_TOKEN = 4
+FAILURE_LINE_MAX = 300
 
 
 class MemoryFileError(JobrunnerError):
@@ -60,7 +64,7 @@ class MemoryUpdate(BaseModel):
 
 def estimate_tokens(text: str) -> int:
     """Token estimate used for the memory budget: one token per 4 characters, rounded up."""
-    return math.ceil(len(text) / 4)
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def _normalise(title: str) -> str:
@@ -111,11 +115,15 @@ class Memory:
         for line in self.section_text(key).splitlines():
             line = line.strip()
             if line:
-                out.append(re.sub(r"^([-*+]|\d+[.)])\s+", "", line))
+                out.append(_BULLET.sub("", line))
         return out
 
     def tokens(self) -> int:
         return estimate_tokens(self.render())
+
+    def copy(self) -> Memory:
+        return Memory([Block(b.heading, b.body, b.key) for b in self.blocks], self.bom,
+                      self.newline)
 
 
 def parse(text: str) -> Memory:
@@ -126,10 +134,15 @@ def parse(text: str) -> Memory:
     newline = "\r\n" if "\r\n" in text else "\n"
     memory = Memory(bom=bom, newline=newline)
     current = Block(heading="", body="")
+    lines = text.splitlines(keepends=True)
+    fences = [i for i, line in enumerate(lines) if line.lstrip().startswith(("```", "~~~"))]
+    if len(fences) % 2:
+        fences.pop()  # an unclosed fence does not hide the rest of the file
+    fence_lines = set(fences)
     fenced = False
-    for line in text.splitlines(keepends=True):
+    for index, line in enumerate(lines):
         stripped = line.rstrip("\r\n")
-        if stripped.lstrip().startswith(("```", "~~~")):
+        if index in fence_lines:
             fenced = not fenced
         match = None if fenced else _HEADING.match(stripped)
         if match:
@@ -146,9 +159,40 @@ def parse(text: str) -> Memory:
     return memory
 
 
+def decode(raw: bytes, where: Path | str) -> Memory:
+    """Parse raw file bytes; raise MemoryFileError (with the line) if they are not text."""
+    if b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise MemoryFileError(f"{where}:{line}: memory: not a text file (it contains NUL bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise MemoryFileError(
+            f"{where}:{line}: memory: not UTF-8 text (byte {exc.start}); fix it or restore a "
+            "version listed by `jobrunner memory history`"
+        ) from exc
+    return parse(text)
+
+
+def load(path: Path) -> tuple[Memory, bytes]:
+    """Read and parse; returns the parsed memory and the raw bytes (to detect edits).
+    A missing file is a new agent's template; a file that is not text is an error."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return parse(template(path.parent.name)), b""
+    except OSError as exc:
+        raise MemoryFileError(f"{path}: cannot read memory: {exc.strerror}") from exc
+    return decode(raw, path), raw
+
+
 def _section_body(value: str | list[str], newline: str) -> str:
     if isinstance(value, str):
-        lines = [value.strip()] if value.strip() else []
+        line = " ".join(value.split())
+        if line.startswith(("#", "```", "~~~")):
+            line = "\\" + line  # the agent's text never becomes a heading or a fence
+        lines = [line] if line else []
     else:
         lines = [f"- {' '.join(item.split())}" for item in value if item.strip()]
     if not lines:
@@ -156,25 +200,98 @@ def _section_body(value: str | list[str], newline: str) -> str:
     return newline + "".join(line + newline for line in lines) + newline
 
 
-def apply_update(memory: Memory, update: MemoryUpdate) -> Memory:
-    """A copy of `memory` with the four sections replaced; everything else kept in place."""
+def _same(memory: Memory, key: str, value: str | list[str]) -> bool:
+    """Whether `value` says what the section already says (so its bytes can stay)."""
+    if memory.section(key) is None:
+        return False
+    if isinstance(value, str):
+        return " ".join(value.split()) == " ".join(memory.section_text(key).split())
+    wanted = [" ".join(item.split()) for item in value if item.strip()]
+    return wanted == [" ".join(item.split()) for item in memory.items(key)]
+
+
+def _with_bodies(memory: Memory, bodies: dict[str, str]) -> Memory:
+    """A copy with the given known sections' bodies replaced (missing ones appended).
+    Text outside those bodies is only ever appended to (a line break), never changed."""
     nl = memory.newline
-    blocks = [Block(b.heading, b.body, b.key) for b in memory.blocks]
-    levels = [b.level for b in blocks if b.key]
-    level = levels[0] if levels else 2
-    values = update.model_dump()
-    for key, title in SECTIONS.items():
-        body = _section_body(values[key], nl)
-        block = next((b for b in blocks if b.key == key), None)
-        if block is None:
-            if blocks and not blocks[-1].body.endswith(nl + nl) and blocks[-1].body:
-                blocks[-1].body = blocks[-1].body.rstrip("\r\n") + nl + nl
-            blocks.append(Block(heading=f"{'#' * level} {title}{nl}", body=body, key=key))
-        else:
+    out = memory.copy()
+    level = next((b.level for b in out.blocks if b.key), 2)
+    for key, body in bodies.items():
+        block = out.section(key)
+        if block is not None:
             block.body = body
-    if blocks:
-        blocks[-1].body = blocks[-1].body.rstrip("\r\n") + nl
-    return Memory(blocks=blocks, bom=memory.bom, newline=nl)
+            continue
+        if out.blocks:
+            last = out.blocks[-1]
+            if not (last.heading + last.body).endswith(("\n", "\r")):
+                last.body += nl
+            whole = last.heading + last.body
+            if whole.strip() and not whole.endswith(nl + nl):
+                last.body += nl  # a blank line before the new heading
+        out.blocks.append(Block(heading=f"{'#' * level} {SECTIONS[key]}{nl}", body=body, key=key))
+    if out.blocks and out.blocks[-1].key in bodies:
+        # Our own section ends the file: no trailing blank line.
+        last = out.blocks[-1]
+        last.body = last.body.rstrip("\r\n")
+        last.body = last.body + nl if last.body else ""
+    return out
+
+
+def apply_update(memory: Memory, update: MemoryUpdate) -> Memory:
+    """A copy of `memory` with the four sections rewritten; sections whose content did not
+    change keep their bytes, and everything else stays in place, verbatim."""
+    values = update.model_dump()
+    bodies = {
+        key: _section_body(values[key], memory.newline)
+        for key in SECTIONS
+        if not _same(memory, key, values[key])
+    }
+    return _with_bodies(memory, bodies) if bodies else memory.copy()
+
+
+def failure_line(day: str, run_id: str, what: str, step: int | None, detail: str,
+                 not_done: list[str]) -> str:
+    """jobrunner's own failure-log entry: dated, what failed, at which step, what was not
+    done. One line, bounded."""
+    at = f" at step {step}" if step else ""
+    line = f"{day} run {run_id} {what}{at}: {' '.join(detail.split())}"
+    if not_done:
+        line += f"; not done: {', '.join(not_done)}"
+    if len(line) > FAILURE_LINE_MAX:
+        line = line[: FAILURE_LINE_MAX - 3] + "..."
+    return line
+
+
+def _append_item(body: str, item: str, nl: str) -> str:
+    core = body.rstrip("\r\n")
+    return (core + nl if core else nl) + f"- {item}{nl}{nl}"
+
+
+def with_failure_line(memory: Memory, line: str, budget_tokens: int) -> Memory:
+    """Append a line to the failure log, then drop the oldest lines jobrunner wrote (never
+    anything a person or the agent wrote otherwise) while the memory is over budget."""
+    block = memory.section("what_not_to_do")
+    body = _append_item(block.body if block else "", line, memory.newline)
+    updated = _with_bodies(memory, {"what_not_to_do": body})
+    while updated.tokens() > budget_tokens:
+        lines = body.splitlines(keepends=True)
+        ours = [i for i, text in enumerate(lines) if _JOBRUNNER_LINE.match(text)]
+        if len(ours) < 2:  # only the new line is left: keep it
+            break
+        del lines[ours[0]]
+        body = "".join(lines)
+        updated = _with_bodies(memory, {"what_not_to_do": body})
+    return updated
+
+
+def keep_failure_lines(before: Memory, after: Memory, budget_tokens: int) -> Memory:
+    """`after` with jobrunner's failure-log lines from `before` that a rewrite dropped put
+    back: the agent may reword its memory, not forget what failed (budget permitting)."""
+    kept = set(after.items("what_not_to_do"))
+    for item in before.items("what_not_to_do"):
+        if item not in kept and _JOBRUNNER_LINE.match(f"- {item}"):
+            after = with_failure_line(after, item, budget_tokens)
+    return after
 
 
 def template(agent: str) -> str:
@@ -190,109 +307,3 @@ def template(agent: str) -> str:
 
 def memory_path(memory_dir: Path, agent: str) -> Path:
     return memory_dir / agent / "MEMORY.md"
-
-
-def load(path: Path) -> tuple[Memory, bytes]:
-    """Read and parse; returns the parsed memory and the raw bytes (to detect edits).
-    A missing file is an empty memory; a file that is not text is an error."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return parse(""), b""
-    except OSError as exc:
-        raise MemoryFileError(f"{path}: cannot read memory: {exc.strerror}") from exc
-    if b"\x00" in raw:
-        raise MemoryFileError(f"{path}: memory is not a text file (it contains NUL bytes)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise MemoryFileError(
-            f"{path}: memory is not UTF-8 text (byte {exc.start}); fix or restore it with "
-            "`jobrunner memory history`"
-        ) from exc
-    return parse(text), raw
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, content: bytes) -> None:
-    """temp file, fsync, rename, fsync the folder: the old file or the new, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def history_dir(path: Path) -> Path:
-    return path.parent / "history"
-
-
-def save_history(path: Path, content: bytes, run_id: str, suffix: str = "") -> Path:
-    """Keep `content` as a dated version in history/, dropping the oldest beyond the bound."""
-    folder = history_dir(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    target = folder / f"{stamp}-{run_id}{suffix}.md"
-    write_atomic(target, content)
-    versions = sorted(folder.glob("*.md"))
-    for old in versions[:-HISTORY_KEEP]:
-        old.unlink(missing_ok=True)
-    return target
-
-
-def save(path: Path, memory: Memory, previous: bytes, run_id: str) -> bool:
-    """Write `memory` if it differs from `previous`, keeping `previous` in history/.
-    Returns whether the file changed."""
-    content = memory.render().encode("utf-8")
-    if content == previous:
-        return False
-    if previous:
-        save_history(path, previous, run_id)
-    write_atomic(path, content)
-    return True
-
-
-_FAILURE_LINE = re.compile(r"^\d{4}-\d{2}-\d{2}\b")
-
-
-def with_failure_line(memory: Memory, line: str, budget_tokens: int) -> Memory:
-    """Append a dated line to the failure log, dropping the oldest dated lines (only
-    those jobrunner wrote) while the memory is over budget. Other text is never cut."""
-    items = memory.items("what_not_to_do")
-    items.append(line)
-    updated = _replace_section(memory, "what_not_to_do", items)
-    while updated.tokens() > budget_tokens:
-        dated = [i for i, item in enumerate(items[:-1]) if _FAILURE_LINE.match(item)]
-        if not dated:
-            break
-        items.pop(dated[0])
-        updated = _replace_section(memory, "what_not_to_do", items)
-    return updated
-
-
-def _replace_section(memory: Memory, key: str, items: list[str]) -> Memory:
-    nl = memory.newline
-    blocks = [Block(b.heading, b.body, b.key) for b in memory.blocks]
-    body = _section_body(items, nl)
-    block = next((b for b in blocks if b.key == key), None)
-    if block is None:
-        levels = [b.level for b in blocks if b.key]
-        level = levels[0] if levels else 2
-        if blocks and blocks[-1].body and not blocks[-1].body.endswith(nl + nl):
-            blocks[-1].body = blocks[-1].body.rstrip("\r\n") + nl + nl
-        blocks.append(Block(heading=f"{'#' * level} {SECTIONS[key]}{nl}", body=body, key=key))
-    else:
-        block.body = body
-    if blocks:
-        blocks[-1].body = blocks[-1].body.rstrip("\r\n") + nl
-    return Memory(blocks=blocks, bom=memory.bom, newline=nl)

@@ -107,7 +107,7 @@ def run_job(
         signal.signal(signal.SIGTERM, on_term)
     try:
         if got.left_behind:
-            _record_crash(project, store, got.left_behind)
+            _record_crash(project, store, got.left_behind, job)
         lock.mark_held(run_id, job.name, trigger=trigger)
         return _run_locked(project, store, job, run_id, trigger, slot, now or utcnow())
     finally:
@@ -116,9 +116,9 @@ def run_job(
             signal.signal(signal.SIGTERM, previous_handler)
 
 
-def _record_crash(project: Project, store: Store, meta: dict[str, Any]) -> None:
+def _record_crash(project: Project, store: Store, meta: dict[str, Any], job: Job) -> None:
     """A previous run died holding the lock (kill -9, OOM, reboot): say so."""
-    from jobrunner import alerts
+    from jobrunner import alerts, memory_store
 
     run_id = meta.get("run_id")
     row = store.get_run(run_id) if run_id else None
@@ -127,6 +127,7 @@ def _record_crash(project: Project, store: Store, meta: dict[str, Any]) -> None:
                          stop_reason="process_died",
                          report=f"run {run_id} (pid {meta.get('pid')} on {meta.get('host')}) "
                                 "died without finishing", exit_code=errors.EXIT_FAILED)
+        memory_store.note_crash(project, job, meta)
     alerts.emit(project, "run.crashed", meta.get("job"), run_id,
                 f"run {run_id} of {meta.get('job')} died without finishing "
                 f"(pid {meta.get('pid')} on {meta.get('host')})", {"lock": meta})
@@ -135,6 +136,7 @@ def _record_crash(project: Project, store: Store, meta: dict[str, Any]) -> None:
 def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: str,
                 slot: datetime | None, now: datetime) -> RunOutcome:
     from jobrunner import memory as mem
+    from jobrunner import memory_store
     from jobrunner.models import client_for
     from jobrunner.session import Session, SessionResult
     from jobrunner.trace import Trace, trace_path
@@ -151,7 +153,17 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
     started = time.monotonic()
     result: SessionResult | None = None
     memory_note = ""
+    agent_lock = raw = None
     try:
+        # The agent's lock is held for the whole session: see memory_store.
+        agent_lock = memory_store.hold_agent(project, job.agent, run_id, job.name,
+                                             job.limits.max_seconds, trace)
+        if not isinstance(agent_lock, RunLock):
+            return _finish(project, store, trace, job, run_id, "aborted", "agent_busy",
+                           memory_store.busy_message(job.agent, agent_lock) + " for "
+                           f"{job.limits.max_seconds:.0f}s; this run did not start", None,
+                           redactor)
+        started = time.monotonic()  # waiting for the agent is not the session's time
         memory_file = mem.memory_path(project.memory_dir, job.agent)
         try:
             memory, raw = mem.load(memory_file)
@@ -182,8 +194,9 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
             call_gate=CallGate(project, job, store, run_id, now, slot, trace, redactor),
         )
         result = session.run()
-        memory_note = _write_memory(project, job, run_id, memory_file, memory, raw, result,
-                                    trace)
+        memory_note = memory_store.write_after_run(
+            project, job, run_id, memory_file, memory, raw, result.state.memory_update,
+            memory_store.run_failure_line(job, run_id, result), trace)
         report = "" if result.status == "completed" else build_report(job, run_id, result)
         marked = [a for a in result.state.actions if a.detail == "medium risk"]
         if marked and not report:  # medium-risk actions are named even in a quiet run
@@ -194,6 +207,9 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
         return _finish(project, store, trace, job, run_id, result.status, result.stop_reason,
                        report, result, redactor)
     except Terminated:
+        if raw is not None:
+            memory_store.write_after_run(project, job, run_id, memory_file, memory, raw, None,
+                                         memory_store.terminated_line(job, run_id), trace)
         return _finish(project, store, trace, job, run_id, "aborted", "terminated",
                        "the run was stopped by SIGTERM", result, redactor)
     except errors.ConfigError:
@@ -204,52 +220,9 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
         return _finish(project, store, trace, job, run_id, "aborted", "internal_error",
                        f"internal error: {type(exc).__name__}: {exc}", result, redactor)
     finally:
+        if isinstance(agent_lock, RunLock):
+            agent_lock.release()
         trace.close()
-
-
-def _write_memory(project, job, run_id, path, memory, raw, result, trace) -> str:
-    """Write the agent's rewrite (and jobrunner's failure-log line) once, at the end,
-    under the agent's lock. A person's edit made during the session wins."""
-    from jobrunner import memory as mem
-
-    updated = memory
-    if result.state.memory_update is not None:
-        updated = mem.apply_update(memory, result.state.memory_update)
-    if result.status in ("aborted", "crashed"):
-        day = utcnow().astimezone(job.schedule().zone).date().isoformat()
-        step = f" at step {result.failed_step}" if result.failed_step else ""
-        line = f"{day} run {run_id} aborted{step}: {result.stop_reason}: {result.detail}"
-        undone = [a.tool for a in result.state.actions if a.outcome == "not_executed"]
-        if undone:
-            line += f"; not done: {', '.join(undone)}"
-        updated = mem.with_failure_line(updated, line[:300], job.spec.memory.budget_tokens)
-    if updated.render().encode() == raw:
-        return ""
-    agent_lock = RunLock(locks_dir(project), f"agent-{job.agent}")
-    got = agent_lock.try_acquire(timeout=30)
-    if isinstance(got, Busy):
-        trace.emit("memory.not_written", reason="agent lock busy for 30s")
-        return "memory not written: another run held the agent's memory lock for 30s"
-    try:
-        try:
-            current = path.read_bytes()
-        except FileNotFoundError:
-            current = b""
-        if current != raw:
-            proposal = mem.save_history(path, updated.render().encode(), run_id, "-proposal")
-            trace.emit("memory.conflict", proposal=str(proposal))
-            from jobrunner import alerts
-
-            alerts.emit(project, "memory.conflict", job.name, run_id,
-                        f"{path} changed during run {run_id}; the edited version was kept "
-                        f"and the agent's proposal saved as {proposal.name}",
-                        {"proposal": str(proposal)})
-            return f"memory changed on disk during the run: kept it; agent's version in {proposal}"
-        changed = mem.save(path, updated, raw, run_id)
-        trace.emit("memory.write", changed=changed, tokens=updated.tokens())
-        return ""
-    finally:
-        agent_lock.release()
 
 
 def build_report(job: Job, run_id: str, result) -> str:

@@ -500,6 +500,7 @@ class Session:
             if state.memory_rejections >= MAX_MEMORY_REWRITES:
                 state.actions.append(Action(state.steps, "update_memory", {}, "failed",
                                             f"over budget {MAX_MEMORY_REWRITES} times"))
+                state.finish_reminded = True  # "call finish now" must not be answered back
                 return ({"type": "tool_result", "tool_use_id": block.get("id"),
                          "is_error": True, "content": (
                              f"Memory still over budget ({tokens} > {budget} tokens); the "

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import TEST_KEY, jobrunner_executable
+from tests.conftest import REPO, TEST_KEY, jobrunner_executable
 from tests.fake_api import tool_turn
 
 MEMORY = {
@@ -77,8 +77,9 @@ def test_daily_email_example_runs_offline(example_project):
     assert "Signups for Friday 20 November: 147." in mail
     memory = example_project.memory("daily-email")
     assert "Subject line carries the total and both changes." in memory
-    history = list((example_project.root / "memory/daily-email/history").glob("*.md"))
-    assert len(history) == 1  # the previous version is kept
+    # The agent's rewrite says what the file already said: it stays byte for byte.
+    assert memory == (REPO / "memory/daily-email/MEMORY.md").read_text(encoding="utf-8")
+    assert not (example_project.root / "memory/daily-email/history").exists()
     [record] = example_project.runs()
     assert record["status"] == "completed" and record["tool_calls"] == 2
 

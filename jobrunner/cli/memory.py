@@ -1,0 +1,222 @@
+"""Commands about agents' memory: show, edit, diff, history, restore."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from jobrunner.cli.app import app, print_json, project, table
+from jobrunner.errors import ConfigError, NotFoundError
+
+memory_app = typer.Typer(
+    help="Read and hand-edit agents' memory (MEMORY.md) safely.", no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(memory_app, name="memory")
+DEFAULT_BUDGET = 500
+
+
+def _agent(proj: Any, agent: str) -> tuple[Path, int]:
+    """The agent's MEMORY.md and its budget: the smallest `memory.budget_tokens` of the
+    jobs that name it (so the file fits every one of them)."""
+    from jobrunner.jobfile import load_all
+    from jobrunner.memory import memory_path
+    from jobrunner.project import JOB_NAME
+
+    if not JOB_NAME.match(agent):
+        raise ConfigError(f"{agent!r}: agent names match [a-z0-9][a-z0-9_-]{{0,63}}")
+    jobs, _problems = load_all(proj)
+    budgets = [j.spec.memory.budget_tokens for j in jobs if j.agent == agent]
+    path = memory_path(proj.memory_dir, agent)
+    if not budgets and not path.parent.is_dir():
+        known = sorted({j.agent for j in jobs} | {
+            p.name for p in proj.memory_dir.glob("*") if p.is_dir()})
+        raise NotFoundError(f"{agent}: no such agent (agents: {', '.join(known) or 'none'})")
+    return path, min(budgets) if budgets else DEFAULT_BUDGET
+
+
+def _budget_line(path: Path, tokens: int, budget: int) -> str:
+    line = f"{path}: {tokens} tokens of a {budget}-token budget (one token per 4 characters)"
+    if tokens > budget:
+        line += (f"\nOVER BUDGET by {tokens - budget} tokens: kept as written (jobrunner never "
+                 "cuts it); the agent must compact it at its next memory update")
+    return line
+
+
+def _hold(proj: Any, agent: str, what: str):
+    from jobrunner.lock import RunLock
+    from jobrunner.memory_store import MemoryBusy, busy_message, hold_agent
+
+    lock = hold_agent(proj, agent, what, "-", wait=0)
+    if not isinstance(lock, RunLock):
+        raise MemoryBusy(busy_message(agent, lock) + "; try again when it ends")
+    return lock
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+@memory_app.command("show")
+def show(
+    ctx: typer.Context,
+    agent: str = typer.Argument(..., help="The agent (a job's `agent`, else its name)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Print an agent's memory with its token count and budget (an over-budget hand edit
+    is flagged, never cut)."""
+    from jobrunner.memory import SECTIONS, decode
+
+    path, budget = _agent(project(ctx), agent)
+    raw = _read(path)
+    memory = decode(raw, path)
+    tokens = memory.tokens()
+    if as_json:
+        print_json({
+            "agent": agent, "path": str(path), "exists": path.exists(), "tokens": tokens,
+            "budget_tokens": budget, "over_budget": tokens > budget, "text": memory.render(),
+            "sections": {key: memory.section_text(key) for key in SECTIONS},
+        })
+        return
+    text = memory.render().removeprefix("\ufeff")
+    if text:
+        typer.echo(text.rstrip("\r\n").replace("\r\n", "\n"))
+        typer.echo("--")
+    else:
+        typer.echo(f"(no memory yet: {path} is empty or missing)")
+    typer.echo(_budget_line(path, tokens, budget))
+
+
+@memory_app.command("edit")
+def edit(
+    ctx: typer.Context,
+    agent: str = typer.Argument(..., help="The agent whose memory to edit."),
+) -> None:
+    """Open $VISUAL or $EDITOR on a copy, under the agent's lock (runs of the agent wait);
+    on save, check it is text and write it like any other version."""
+    from jobrunner.memory import MemoryFileError, decode, template
+    from jobrunner.memory_store import save
+
+    proj = project(ctx)
+    path, budget = _agent(proj, agent)
+    lock = _hold(proj, agent, "edit")
+    try:
+        current = _read(path)
+        folder = Path(tempfile.mkdtemp(prefix=f"jobrunner-memory-{agent}-"))
+        copy = folder / "MEMORY.md"
+        copy.write_bytes(current or template(agent).encode("utf-8"))
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        try:
+            code = subprocess.run([*shlex.split(editor), str(copy)]).returncode
+        except FileNotFoundError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise ConfigError(f"editor {editor!r} not found: set $EDITOR") from exc
+        if code != 0:
+            raise ConfigError(f"the editor exited with status {code}: nothing was written "
+                              f"(your copy is {copy})")
+        edited = copy.read_bytes()
+        try:
+            memory = decode(edited, copy)
+        except MemoryFileError as exc:
+            raise ConfigError(f"{exc}\nnothing was written; your edit is kept in {copy}") from exc
+        if edited == current:
+            typer.echo(f"no changes to {path}")
+        else:
+            save(path, edited, current, "edit")
+            typer.echo(f"saved {path}" + ("; the previous version is in history/"
+                                          if current else ""))
+        shutil.rmtree(folder, ignore_errors=True)
+        typer.echo(_budget_line(path, memory.tokens(), budget))
+    finally:
+        lock.release()
+
+
+@memory_app.command("history")
+def history(
+    ctx: typer.Context,
+    agent: str = typer.Argument(..., help="The agent."),
+    as_json: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Earlier versions of an agent's memory, newest first."""
+    from jobrunner.memory import estimate_tokens
+    from jobrunner.memory_store import list_history
+
+    path, _budget = _agent(project(ctx), agent)
+    versions = list(reversed(list_history(path)))
+    if as_json:
+        print_json([v.as_json() for v in versions])
+        return
+    if not versions:
+        typer.echo(f"no earlier versions of {path}")
+        return
+    rows = []
+    for v in versions:
+        text = v.path.read_bytes().decode("utf-8", errors="replace")
+        kind = "proposal (not written)" if v.kind == "proposal" else "replaced"
+        rows.append([v.name, v.at, v.tag, kind, str(estimate_tokens(text))])
+    typer.echo(table(rows, ["VERSION", "AT", "BY", "KIND", "TOKENS"]))
+
+
+@memory_app.command("diff")
+def diff(
+    ctx: typer.Context,
+    agent: str = typer.Argument(..., help="The agent."),
+    version: str | None = typer.Argument(None, help="A version (default: the newest)."),
+) -> None:
+    """What changed between a version in history/ and the current MEMORY.md."""
+    import difflib
+
+    from jobrunner.memory_store import find_version
+
+    path, _budget = _agent(project(ctx), agent)
+    found = find_version(path, version)
+    old = found.path.read_bytes().decode("utf-8", errors="replace")
+    new = _read(path).decode("utf-8", errors="replace")
+    lines = list(difflib.unified_diff(
+        old.splitlines(keepends=True), new.splitlines(keepends=True),
+        fromfile=f"history/{found.name}.md", tofile="MEMORY.md",
+    ))
+    if not lines:
+        typer.echo(f"no differences between history/{found.name}.md and MEMORY.md")
+        return
+    typer.echo("".join(line if line.endswith("\n") else line + "\n" for line in lines), nl=False)
+
+
+@memory_app.command("restore")
+def restore(
+    ctx: typer.Context,
+    agent: str = typer.Argument(..., help="The agent."),
+    version: str = typer.Argument(..., help="The version to bring back (see `history`)."),
+) -> None:
+    """Make a version from history/ the current memory (the replaced one is kept)."""
+    from jobrunner.memory import MemoryFileError, decode
+    from jobrunner.memory_store import find_version, save
+
+    proj = project(ctx)
+    path, budget = _agent(proj, agent)
+    lock = _hold(proj, agent, "restore")
+    try:
+        found = find_version(path, version)
+        content = found.path.read_bytes()
+        try:
+            memory = decode(content, found.path)
+        except MemoryFileError as exc:
+            raise ConfigError(f"{exc}\nnothing was restored") from exc
+        current = _read(path)
+        if not save(path, content, current, "restore"):
+            typer.echo(f"{path} already is version {found.name}")
+            return
+        typer.echo(f"restored {found.name} as {path}; the replaced version is in history/")
+        typer.echo(_budget_line(path, memory.tokens(), budget))
+    finally:
+        lock.release()

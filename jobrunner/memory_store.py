@@ -1,0 +1,285 @@
+"""Keeping MEMORY.md safe on disk: atomic writes, bounded history, the agent's lock,
+conflicts with a person's edit, and jobrunner's own failure-log lines.
+
+Locking: every job that names an agent runs its whole session (load, model, write)
+holding the agent's lock (`locks/agent-NAME`), taken after the job's own lock. Two
+jobs of one agent therefore run their sessions one after the other, each starting from
+the memory the other left; a second one waits for the first (at most its own
+`limits.max_seconds`) instead of clobbering it. `jobrunner memory edit/restore` take the
+same lock, so a hand edit through jobrunner never races a run. A person editing the
+file directly during a session is detected at write time: their version stays.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jobrunner import errors
+from jobrunner.lock import Acquired, Busy, RunLock
+from jobrunner.memory import (
+    Memory,
+    MemoryFileError,
+    apply_update,
+    decode,
+    failure_line,
+    keep_failure_lines,
+    load,
+    memory_path,
+    with_failure_line,
+)
+
+HISTORY_KEEP = 30
+_VERSION = re.compile(r"^(?P<stamp>\d{8}T\d{12}Z)-(?P<tag>.+?)(?:-(?P<kind>proposal))?\.md$")
+FAILED_STATUSES = ("aborted", "crashed", "limit")
+
+
+class MemoryBusy(errors.JobrunnerError):
+    """The agent's memory is in use (a run or an edit holds its lock): try again later."""
+
+    exit_code = errors.EXIT_TEMPFAIL
+
+
+# -- atomic writes and history ---------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, content: bytes) -> None:
+    """temp file, fsync, rename, fsync the folder: the old file or the new, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _clean_temps(path: Path) -> None:
+    """Temp files left by a writer killed before its rename (only called under the lock)."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+def history_dir(path: Path) -> Path:
+    return path.parent / "history"
+
+
+def save_history(path: Path, content: bytes, tag: str, kind: str = "") -> Path:
+    """Keep `content` in history/ as `TIME-TAG[-KIND].md` (TAG: the run id, `edit` or
+    `restore`), dropping the oldest versions beyond HISTORY_KEEP."""
+    folder = history_dir(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = folder / f"{stamp}-{tag}{'-' + kind if kind else ''}.md"
+    # Make room first, so a kill between the two steps never leaves more than the bound.
+    for old in sorted(folder.glob("*.md"))[: -(HISTORY_KEEP - 1) or None]:
+        old.unlink(missing_ok=True)
+    write_atomic(target, content)
+    return target
+
+
+def save(path: Path, content: bytes, previous: bytes, tag: str) -> bool:
+    """Write `content` if it differs from `previous`, keeping `previous` in history/.
+    Returns whether the file changed. Call under the agent's lock."""
+    if content == previous:
+        return False
+    _clean_temps(path)
+    if previous:
+        save_history(path, previous, tag)
+    write_atomic(path, content)
+    return True
+
+
+@dataclass
+class Version:
+    """One file in history/: what it was and who put it there."""
+
+    name: str
+    path: Path
+    at: str  # ISO 8601 UTC
+    tag: str  # run id, `edit` or `restore`
+    kind: str  # `previous` (the file before a write) or `proposal` (an agent's unwritten one)
+    size: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"version": self.name, "at": self.at, "tag": self.tag, "kind": self.kind,
+                "bytes": self.size, "path": str(self.path)}
+
+
+def list_history(path: Path) -> list[Version]:
+    """Every version in history/, oldest first."""
+    out = []
+    for item in sorted(history_dir(path).glob("*.md")):
+        match = _VERSION.match(item.name)
+        if not match:
+            continue
+        stamp = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+        out.append(Version(item.stem, item, stamp.isoformat().replace("+00:00", "Z"),
+                           match["tag"], match["kind"] or "previous", item.stat().st_size))
+    return out
+
+
+def find_version(path: Path, ref: str | None) -> Version:
+    """A version by name, unique prefix or tag (run id); the newest when `ref` is None."""
+    versions = list_history(path)
+    if not versions:
+        raise errors.NotFoundError(f"{history_dir(path)}: no earlier versions yet")
+    if ref is None:
+        return versions[-1]
+    ref = ref.removesuffix(".md")
+    exact = [v for v in versions if v.name == ref]
+    found = exact or [v for v in versions if v.name.startswith(ref) or v.tag == ref]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise errors.NotFoundError(
+            f"{ref!r}: no such version of {path} (see `jobrunner memory history`)")
+    names = ", ".join(v.name for v in found[:5])
+    raise errors.NotFoundError(f"{ref!r} matches several versions: {names}")
+
+
+# -- the agent's lock ---------------------------------------------------------------------------
+
+
+def agent_lock(project: Any, agent: str) -> RunLock:
+    return RunLock(project.state_dir / "locks", f"agent-{agent}")
+
+
+def hold_agent(project: Any, agent: str, owner: str, job: str, wait: float,
+               trace: Any = None) -> RunLock | dict[str, Any]:
+    """Take the agent's lock, waiting up to `wait` seconds. Returns the held lock, or the
+    holder's metadata if it stayed busy."""
+    lock = agent_lock(project, agent)
+    got = lock.try_acquire()
+    if isinstance(got, Busy) and wait > 0:
+        if trace is not None:
+            trace.emit("memory.waiting", agent=agent, holder=got.holder)
+        got = lock.try_acquire(timeout=wait)
+    if isinstance(got, Busy):
+        return got.holder or {}
+    assert isinstance(got, Acquired)
+    lock.mark_held(owner, job, agent=agent)
+    return lock
+
+
+def busy_message(agent: str, holder: dict[str, Any]) -> str:
+    who = holder.get("job") or "?"
+    if holder.get("run_id") in ("edit", "restore"):
+        return (f"agent {agent}'s memory is being changed by `jobrunner memory "
+                f"{holder['run_id']}` (pid {holder.get('pid', '?')})")
+    return (f"agent {agent}'s memory is in use by run {holder.get('run_id', '?')} of job "
+            f"{who} (pid {holder.get('pid', '?')})")
+
+
+# -- the end of a run ----------------------------------------------------------------------
+
+
+def _today(job: Any) -> str:
+    from jobrunner.store import utcnow
+
+    return utcnow().astimezone(job.schedule().zone).date().isoformat()
+
+
+def run_failure_line(job: Any, run_id: str, result: Any) -> str | None:
+    """The failure-log line for a session that ended aborted or at a limit, else None."""
+    if result.status not in FAILED_STATUSES:
+        return None
+    what = f"{result.status} ({result.stop_reason})"
+    undone = [a.tool for a in result.state.actions if a.outcome == "not_executed"]
+    return failure_line(_today(job), run_id, what, result.failed_step, result.detail, undone)
+
+
+def terminated_line(job: Any, run_id: str) -> str:
+    """The failure-log line for a run stopped by SIGTERM mid-session."""
+    return failure_line(_today(job), run_id, "aborted (terminated)", None,
+                        "stopped by SIGTERM before it could finish", [])
+
+
+def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Memory,
+                    raw: bytes, update: Any, line: str | None, trace: Any) -> str:
+    """Write the agent's rewrite and jobrunner's failure-log line, once, at the end of the
+    session (the caller holds the agent's lock). A person's edit made during the session
+    wins: the agent's version goes to history/ as a proposal and `memory.conflict` is
+    alerted. Returns a note for the report ("" when all went as planned)."""
+    budget = job.spec.memory.budget_tokens
+    if update is None and line is None:
+        return ""
+    try:
+        current = path.read_bytes()
+    except FileNotFoundError:
+        current = b""
+    note = ""
+    base = memory
+    if current != raw:
+        note = _conflict(project, job, run_id, path, memory, update, trace)
+        try:
+            base = decode(current, path)
+        except MemoryFileError as exc:
+            trace.emit("memory.not_written", reason=str(exc))
+            return (note + f"\nmemory not written: {exc}").strip()
+        update = None  # the person's version stays; only jobrunner's own line goes on it
+        if line is None:
+            return note
+    updated = base
+    if update is not None:
+        updated = keep_failure_lines(base, apply_update(base, update), budget)
+    if line is not None:
+        updated = with_failure_line(updated, line, budget)
+        trace.emit("memory.failure_line", line=line)
+    changed = save(path, updated.render().encode("utf-8"), current, run_id)
+    trace.emit("memory.write", changed=changed, tokens=updated.tokens(), budget=budget)
+    return note
+
+
+def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, update: Any,
+              trace: Any) -> str:
+    from jobrunner import alerts
+
+    if update is None:
+        proposal_note = "the agent proposed no rewrite"
+        details: dict[str, Any] = {"path": str(path), "proposal": None}
+    else:
+        proposal = save_history(path, apply_update(memory, update).render().encode("utf-8"),
+                                run_id, "proposal")
+        proposal_note = f"the agent's version is saved as history/{proposal.name}"
+        details = {"path": str(path), "proposal": str(proposal)}
+    trace.emit("memory.conflict", **details)
+    alerts.emit(project, "memory.conflict", job.name, run_id,
+                f"{path} was edited during run {run_id} of {job.name}: the edited version "
+                f"was kept; {proposal_note}", details)
+    return f"memory was edited during the run: kept the edit; {proposal_note}"
+
+
+def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
+    """A run died without finishing (kill -9, OOM, reboot): put it in the agent's failure
+    log, as if the run had written it. Best effort under the agent's lock: a memory that
+    is busy or unreadable is left alone (the crash is still recorded and alerted)."""
+    lock = hold_agent(project, job.agent, f"crash-note-{meta.get('run_id')}", job.name, 5.0)
+    if not isinstance(lock, RunLock):
+        return
+    try:
+        path = memory_path(project.memory_dir, job.agent)
+        try:
+            memory, current = load(path)
+        except MemoryFileError:
+            return
+        line = failure_line(_today(job), str(meta.get("run_id")), "crashed", None,
+                            f"the process (pid {meta.get('pid')} on {meta.get('host')}) died "
+                            "mid-run; whatever it was doing may be half done", [])
+        updated = with_failure_line(memory, line, job.spec.memory.budget_tokens)
+        save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")))
+    finally:
+        lock.release()

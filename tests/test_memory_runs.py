@@ -1,0 +1,244 @@
+"""Memory through real runs: budget, conflicts, the failure log, shared agents."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from tests.fake_api import tool_turn
+
+HOLD_TOOL = '''
+    import pathlib
+    import time
+    from jobrunner import tool
+
+    @tool(risk="low", side_effect=False, timeout=60)
+    def hold(marker: str) -> str:
+        """Signal that the session is under way, then wait until the test says go."""
+        folder = pathlib.Path(marker)
+        (folder / "started").write_text("1")
+        for _ in range(1200):
+            if (folder / "go").exists():
+                return "released"
+            time.sleep(0.05)
+        return "timed out waiting"
+'''
+
+
+def finish(status="completed"):
+    return ("finish", {"status": status, "summary": "Done.", "established": [], "assumed": [],
+                       "unknown": []})
+
+
+def update(objective="Keep it short.", decisions=(), dont=()):
+    return ("update_memory", {"current_objective": objective, "key_decisions": list(decisions),
+                              "what_not_to_do": list(dont), "open_items": []})
+
+
+def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def tool_results(request) -> list[dict]:
+    last = request.body["messages"][-1]
+    return [b for b in last["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+def test_a_memory_that_is_not_text_stops_the_run_before_any_model_call(project, fake_api):
+    project.job("bin")
+    path = project.root / "memory/bin/MEMORY.md"
+    path.parent.mkdir(parents=True)
+    garbage = b"# Memory\n\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+    path.write_bytes(garbage)
+    ran = project.run("run", "bin")
+    assert ran.code == 1
+    assert "memory: not a text file" in ran.stderr
+    assert fake_api.message_requests == []
+    assert path.read_bytes() == garbage  # untouched
+    assert not (path.parent / "history").exists()
+    [record] = project.runs()
+    assert record["status"] == "aborted" and record["stop_reason"] == "memory_unreadable"
+    assert [a["event"] for a in project.alerts()] == ["run.aborted"]
+
+
+def test_an_over_budget_rewrite_is_sent_back_until_compact(project, fake_api):
+    project.job("tight", "[memory]\nbudget_tokens = 120\n")
+    long_items = [f"Decision number {i} with a long explanation of why it matters."
+                  for i in range(12)]
+    fake_api.enqueue(
+        tool_turn([update(decisions=long_items)]),
+        tool_turn([update(decisions=long_items[:8])]),
+        tool_turn([update(decisions=["Keep numbers only."])]),
+        tool_turn([finish()]),
+    )
+    ran = project.run("run", "tight")
+    assert ran.code == 0, ran.stderr
+    requests = fake_api.message_requests
+    for answered in requests[1:3]:
+        [result] = tool_results(answered)
+        assert result["is_error"] is True
+        assert "over the budget of 120" in result["content"]
+        assert "Send a compact version" in result["content"]
+    [saved] = tool_results(requests[3])
+    assert "Memory saved" in saved["content"]
+    memory = project.memory("tight")
+    assert "- Keep numbers only." in memory and "Decision number" not in memory
+
+
+def test_the_compaction_loop_is_bounded_and_keeps_the_old_memory(project, fake_api):
+    project.job("stubborn", "[memory]\nbudget_tokens = 60\n")
+    path = project.root / "memory/stubborn/MEMORY.md"
+    path.parent.mkdir(parents=True)
+    path.write_text("# Memory: stubborn\n\n## Current objective\n\nOld.\n")
+    before = path.read_bytes()
+    fake_api.enqueue(*[tool_turn([update(decisions=[f"attempt {i} " + "x" * 400])])
+                       for i in range(3)],
+                     tool_turn([finish()]))
+    ran = project.run("run", "stubborn")
+    assert ran.code == 0, ran.stderr
+    requests = fake_api.message_requests
+    assert len(requests) == 4  # three refusals, then finish is accepted at once
+    [last] = tool_results(requests[3])
+    assert "still over budget" in last["content"] and "Call finish now" in last["content"]
+    assert path.read_bytes() == before
+    [record] = project.runs()
+    assert record["status"] == "completed"
+
+
+def test_a_person_editing_during_the_session_wins_and_the_agent_proposal_is_kept(
+        project, fake_api, tmp_path):
+    project.tool_file("hold", HOLD_TOOL)
+    project.job("edited", tools=["hold"])
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    fake_api.enqueue(tool_turn([("hold", {"marker": str(marker)})]),
+                     tool_turn([update("The agent's objective.")]), tool_turn([finish()]))
+    path = project.root / "memory/edited/MEMORY.md"
+    path.parent.mkdir(parents=True)
+    path.write_text("# Memory: edited\n\n## Current objective\n\nOriginal.\n")
+    run = project.popen("run", "edited")
+    wait_for(lambda: (marker / "started").exists(), "the session to start")
+    person = "# Memory: edited\n\n## Current objective\n\nThe person's objective.\n"
+    path.write_text(person)
+    (marker / "go").write_text("1")
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert path.read_text() == person
+    [proposal] = (path.parent / "history").glob("*-proposal.md")
+    assert "The agent's objective." in proposal.read_text()
+    [alert] = project.alerts()
+    assert alert["event"] == "memory.conflict" and alert["job"] == "edited"
+    assert proposal.name in alert["message"]
+    listed = project.run("memory", "history", "edited", "--json").json()
+    assert [(v["kind"], v["version"]) for v in listed] == [("proposal", proposal.stem)]
+
+
+def test_an_aborted_run_gets_a_failure_line_and_old_lines_make_room(project, fake_api):
+    project.tool_file("ops", '''
+        from jobrunner import ToolResult, tool
+
+        @tool(risk="low", side_effect=False)
+        def check(day: str) -> str:
+            """Check a day."""
+            return "fine"
+
+        @tool(risk="low", side_effect=False)
+        def fetch(day: str) -> ToolResult:
+            """Fetch a day."""
+            return ToolResult(ok=False, error="upstream answered 503")
+
+        @tool(risk="low", side_effect=False)
+        def publish(text: str) -> str:
+            """Publish."""
+            return "published"
+    ''')
+    project.job("flaky", "[memory]\nbudget_tokens = 150\n", tools=["check", "fetch", "publish"])
+    path = project.root / "memory/flaky/MEMORY.md"
+    path.parent.mkdir(parents=True)
+    old_lines = "".join(f"- 2026-10-{d:02d} run old{d} aborted (tool_failed) at step 1: "
+                        "tool fetch failed: timeout\n" for d in range(1, 6))
+    path.write_text("# Memory: flaky\n\n## What NOT to do (failure log)\n\n"
+                    "- Never publish without numbers.\n" + old_lines + "\n## Open items\n")
+    fake_api.enqueue(tool_turn([("check", {"day": "2026-11-20"})]),
+                     tool_turn([("fetch", {"day": "2026-11-20"}),
+                                ("publish", {"text": "made up"})]))
+    ran = project.run("run", "flaky")
+    assert ran.code == 1
+    [record] = project.runs()
+    memory = project.memory("flaky")
+    day = record["started_at"][:10]
+    line = (f"- {day} run {record['id']} aborted (tool_failed) at step 2: tool fetch failed: "
+            "upstream answered 503; not done: publish")
+    assert line in memory
+    assert "- Never publish without numbers." in memory  # a person's line is never dropped
+    assert "run old1 " not in memory and "run old5 " in memory  # oldest dropped first
+    assert len(memory) <= 150 * 4
+    assert memory.endswith("## Open items\n")
+    [previous] = (path.parent / "history").glob(f"*-{record['id']}.md")
+    assert "run old1 " in previous.read_text()
+
+
+def test_two_jobs_of_one_agent_take_turns_with_its_memory(project, fake_api, tmp_path):
+    project.tool_file("hold", HOLD_TOOL)
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    project.job("first", tools=["hold"], agent="team")
+    project.job("second", agent="team")
+
+    def responder(body):
+        system = json.dumps(body["system"])
+        job = re.search(r"Job: (\w+)", system).group(1)
+        seen = sorted(set(re.findall(r"decision from \w+", system)))
+        step = len(body["messages"])
+        if job == "first" and step == 1:
+            return tool_turn([("hold", {"marker": str(marker)})])
+        if step <= 3 and not any("Memory saved" in json.dumps(m) for m in body["messages"]):
+            return tool_turn([update(f"Shared by {job}.", [*seen, f"decision from {job}"])])
+        return tool_turn([finish()])
+
+    fake_api.responder = responder
+    first = project.popen("run", "first")
+    wait_for(lambda: (marker / "started").exists(), "the first session to start")
+    second = project.popen("run", "second")
+    traces = project.state / "traces"
+    wait_for(lambda: any("memory.waiting" in p.read_text() for p in traces.glob("*.jsonl")),
+             "the second job to wait for the agent's memory")
+    assert not any("Job: second" in json.dumps(r.body) for r in fake_api.message_requests)
+    (marker / "go").write_text("1")
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    memory = project.memory("team")
+    assert "- decision from first" in memory and "- decision from second" in memory
+    assert "Shared by second." in memory
+    assert project.alerts() == []  # taking turns is not a conflict
+    assert sorted(r["status"] for r in project.runs()) == ["completed", "completed"]
+    assert not Path(project.root / "memory/first").exists()
+
+
+def test_a_run_killed_mid_session_is_in_the_failure_log_of_the_next(project, fake_api, tmp_path):
+    import signal
+
+    project.tool_file("hold", HOLD_TOOL)
+    project.job("fragile", tools=["hold"])
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    fake_api.enqueue(tool_turn([("hold", {"marker": str(marker)})]))
+    doomed = project.popen("run", "fragile")
+    wait_for(lambda: (marker / "started").exists(), "the session to start")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=30)
+    [dead] = project.runs()
+    fake_api.enqueue(tool_turn([update("Carry on.", dont=["Check the feed first."])]),
+                     tool_turn([finish()]))
+    ran = project.run("run", "fragile")
+    assert ran.code == 0, ran.stderr
+    memory = project.memory("fragile")
+    assert f"run {dead['id']} crashed: the process (pid {doomed.pid} " in memory
+    assert "- Check the feed first." in memory  # the agent's own rewrite went on top
+    assert [a["event"] for a in project.alerts()] == ["run.crashed"]
