@@ -49,6 +49,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX runs_status ON runs (status);
         """,
     ),
+    (
+        "040_runs_job_slot",
+        "CREATE INDEX IF NOT EXISTS runs_job_slot ON runs (job, slot)",
+    ),
 ]
 
 RUN_FIELDS = (
@@ -179,6 +183,16 @@ class Store:
         query += " ORDER BY started_at DESC, rowid DESC LIMIT 1"
         with self.connect() as conn:
             row = conn.execute(query, (job,)).fetchone()
+        return dict(row) if row else None
+
+    def slot_run(self, job: str, slot: datetime) -> dict[str, Any] | None:
+        """The run that took `slot` of `job` (any run of it but a skipped one), if any."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM runs WHERE job = ? AND slot = ? AND status != 'skipped' "
+                "ORDER BY started_at LIMIT 1",
+                (job, iso(slot)),
+            ).fetchone()
         return dict(row) if row else None
 
     def cost_since(self, job: str, since: datetime) -> float:
