@@ -16,6 +16,7 @@ import sys
 # Each module registers its commands on `app`.
 from jobrunner.cli import jobs as _jobs  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401
+from jobrunner.cli import schedule as _schedule  # noqa: E402,F401
 from jobrunner.cli.app import app, relative
 from jobrunner.errors import JobrunnerError
 
