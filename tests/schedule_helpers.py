@@ -22,13 +22,13 @@ def finish(status: str = "completed") -> tuple[str, dict]:
 
 def replay_job(project, name: str, schedule: str, status: str = "completed",
                before: list[tuple[str, dict]] | None = None, tools: list[str] | None = None,
-               **keys) -> None:
+               body: str = "", **keys) -> None:
     """A job on a replay script: optional tool calls, then memory, then finish(status)."""
     turns = [turn(call) for call in before or []]
     turns += [turn(("update_memory", MEMORY)), turn(finish(status))]
     project.write(f"jobs/{name}.replay.json", json.dumps({"turns": turns}))
     project.job(name, schedule=schedule, model=f"replay:jobs/{name}.replay.json",
-                tools=tools or [], **keys)
+                tools=tools or [], body=body, **keys)
 
 
 SLEEPY_TOOL = '''
@@ -38,14 +38,14 @@ import time
 from jobrunner import tool
 
 
-@tool(risk="low", timeout=600)
+@tool(risk="low", side_effect=False, timeout=600)
 def sleepy(seconds: int) -> str:
     """Wait a while."""
     time.sleep(seconds)
     return "rested"
 
 
-@tool(risk="low")
+@tool(risk="low", side_effect=False)
 def die() -> str:
     """Kill this process, as the OOM killer would."""
     os.kill(os.getpid(), 9)
