@@ -154,3 +154,23 @@ def test_format_local_shows_zone_and_offset():
         "2026-07-01 08:00 EDT (-04:00)"
     assert format_local(utc("2026-07-01 12:00"), "Asia/Kolkata") == \
         "2026-07-01 17:30 IST (+05:30)"
+
+
+def test_next_list_validate_show_the_jobs_zone_and_offset(project):
+    project.job("berlin", schedule="0 8 * * mon-fri", timezone="Europe/Berlin")
+    shown = project.run("next", "berlin", "-n", "3")
+    assert shown.code == 0, shown.stderr
+    header, *times = shown.stdout.splitlines()
+    assert header == "berlin: 0 8 * * mon-fri (Europe/Berlin)"
+    assert len(times) == 3
+    assert all(t.endswith((" 08:00 CET (+01:00)", " 08:00 CEST (+02:00)")) for t in times)
+    as_json = project.run("next", "berlin", "-n", "3", "--json").json()
+    for entry, line in zip(as_json, times, strict=True):
+        assert entry["local"] == line
+        moment = datetime.fromisoformat(entry["at"])
+        assert moment.utcoffset() == timedelta(0) and moment.hour in (6, 7)
+    listed = project.run("list")
+    assert times[0] in listed.stdout
+    valid = project.run("validate", "--json").json()["valid"][0]
+    assert (valid["timezone"], valid["next_run_local"]) == ("Europe/Berlin", times[0])
+    assert f"ok  berlin: next run {times[0]}" in project.run("validate").stdout
