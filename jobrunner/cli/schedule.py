@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from jobrunner.cli.app import app, print_json, project
+from jobrunner.cli.app import app, print_json, project, relative
 from jobrunner.errors import ConfigError
 
 
@@ -64,7 +64,7 @@ def cron(
         return
     jobs, problems = load_all(proj)
     for problem in problems:
-        typer.echo(problem, err=True)
+        typer.echo(relative(problem), err=True)
     if problems and install:
         raise ConfigError("crontab not changed: fix the job files above first")
     zone = crontab.system_timezone()
