@@ -108,6 +108,12 @@ def run_job(
     try:
         if got.left_behind:
             _record_crash(project, store, got.left_behind, job)
+        taken = store.slot_run(job.name, slot) if slot else None
+        if taken:
+            # Once per slot, whoever launches it (daemon, cron, --due, a second host's line).
+            _skip(store, job, run_id, trigger, slot,
+                  f"slot {iso(slot)} already run by run {taken['id']} ({taken['trigger']})")
+            return RunOutcome(run_id, job.name, "skipped", errors.EXIT_OK, "slot_taken")
         lock.mark_held(run_id, job.name, trigger=trigger)
         return _run_locked(project, store, job, run_id, trigger, slot, now or utcnow())
     finally:

@@ -156,15 +156,14 @@ class Schedule:
         return out
 
     def previous_at_or_before(self, moment: datetime, within: timedelta) -> datetime | None:
-        """The latest fire time in (moment - within, moment], or None."""
+        """The latest fire time in (moment - within, moment], or None: the slot a launch
+        at `moment` is for, when it is at most `within` late."""
+        latest = None
         for instant in self.iter_after(moment - within):
             if instant > moment:
-                return None
-            candidate = instant
-            nxt = self.next_after(candidate)
-            if nxt > moment:
-                return candidate
-        return None
+                break
+            latest = instant
+        return latest
 
 
 def parse_schedule(expression: str, timezone: str = "UTC") -> Schedule:

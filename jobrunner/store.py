@@ -97,6 +97,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX approvals_status ON approvals (status, created_at);
         """,
     ),
+    (
+        "040_runs_job_slot",
+        "CREATE INDEX IF NOT EXISTS runs_job_slot ON runs (job, slot)",
+    ),
 ]
 
 RUN_FIELDS = (
@@ -227,6 +231,16 @@ class Store:
         query += " ORDER BY started_at DESC, rowid DESC LIMIT 1"
         with self.connect() as conn:
             row = conn.execute(query, (job,)).fetchone()
+        return dict(row) if row else None
+
+    def slot_run(self, job: str, slot: datetime) -> dict[str, Any] | None:
+        """The run that took `slot` of `job` (any run of it but a skipped one), if any."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT * FROM runs WHERE job = ? AND slot = ? AND status != 'skipped' "
+                "ORDER BY started_at LIMIT 1",
+                (job, iso(slot)),
+            ).fetchone()
         return dict(row) if row else None
 
     def cost_since(self, job: str, since: datetime) -> float:

@@ -138,8 +138,9 @@ def validate(
     now = datetime.now(UTC)
     if as_json:
         print_json({
-            "valid": [{"name": j.name, "next_run": j.schedule().next_after(now).isoformat()}
-                      for j in jobs],
+            "valid": [{"name": j.name, "timezone": j.spec.timezone,
+                       "next_run": j.schedule().next_after(now).isoformat(),
+                       "next_run_local": _next_text(j, now)} for j in jobs],
             "problems": problems,
         })
     else:
@@ -168,5 +169,6 @@ def next_runs(
         print_json([{"at": t.isoformat(), "local": format_local(t, job.spec.timezone)}
                     for t in times])
     else:
+        typer.echo(f"{job.name}: {job.spec.schedule} ({job.spec.timezone})")
         for moment in times:
             typer.echo(format_local(moment, job.spec.timezone))

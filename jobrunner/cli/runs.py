@@ -17,7 +17,8 @@ from jobrunner.errors import ConfigError, NotFoundError
 def run(
     ctx: typer.Context,
     name: str | None = typer.Argument(None, help="The job to run now."),
-    due: bool = typer.Option(False, "--due", help="Run every job whose slot has come."),
+    due: bool = typer.Option(False, "--due", help="Run every job (or NAME only) whose "
+                             "scheduled slot has come within its misfire grace and not run."),
     trigger: str = typer.Option("manual", "--trigger", hidden=True),
     slot: str | None = typer.Option(None, "--slot", hidden=True),
 ) -> None:
@@ -29,15 +30,16 @@ def run(
     """
     from jobrunner.runner import run_job
 
-    if due == bool(name):
-        raise ConfigError("give a job NAME or --due (not both)")
+    if not (due or name) or (due and slot):
+        raise ConfigError("give a job NAME, or --due (optionally with NAME)")
     proj = project(ctx)
     if due:
         from jobrunner.schedule_runs import run_due
 
-        code = run_due(proj)
+        code = run_due(proj, [name] if name else None,
+                       trigger="due" if trigger == "manual" else trigger)
     else:
-        slot_time = datetime.fromisoformat(slot.replace("Z", "+00:00")) if slot else None
+        slot_time = _slot(slot) if slot else None
         outcome = run_job(proj, name, trigger=trigger, slot=slot_time)
         if outcome.report and outcome.status not in ("completed", "skipped"):
             print(outcome.report, file=sys.stderr)
@@ -50,6 +52,16 @@ def run(
         sys.stderr.flush()
         os._exit(code)
     raise typer.Exit(code)
+
+
+def _slot(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(f"--slot: {text!r} is not an ISO 8601 time") from exc
+    if moment.tzinfo is None:
+        raise ConfigError(f"--slot: {text!r} needs a UTC offset (e.g. 2026-11-23T07:00:00Z)")
+    return moment
 
 
 def _duration(row: dict) -> str:

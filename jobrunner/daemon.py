@@ -1,0 +1,288 @@
+"""`jobrunner daemon`: every job on its schedule, in the foreground, each run in its own
+process (`jobrunner run NAME --trigger daemon --slot ISO`, the code path cron uses).
+
+APScheduler (3.x) does the timing with one trigger per job that asks our own
+`Schedule` for the next fire time, so the daemon, `next`, cron and `run --due` share one
+meaning of a schedule (crontab's day-of-week and OR rule, our DST rules). Jitter is
+applied here, after the slot is known, so the slot a run records is the scheduled one.
+The main thread supervises: it reloads job files when they change or on SIGHUP, and on
+SIGTERM/SIGINT stops scheduling, passes SIGTERM to the running children, waits a grace
+period, kills what is left and exits 0. Signal handlers only set flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
+
+from jobrunner import errors
+from jobrunner.jobfile import Job, load_all
+from jobrunner.lock import Busy, RunLock
+from jobrunner.project import Project
+from jobrunner.schedule import Schedule, format_local
+from jobrunner.schedule_runs import jobrunner_command, run_command
+from jobrunner.store import iso, utcnow
+
+
+class ScheduleTrigger(BaseTrigger):
+    """An APScheduler trigger that fires exactly when `Schedule` says."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None,
+                           now: datetime) -> datetime | None:
+        after = previous_fire_time or now - timedelta(microseconds=1)
+        return self.schedule.next_after(after)
+
+    def __str__(self) -> str:
+        return f"schedule[{self.schedule.expression} {self.schedule.timezone}]"
+
+
+def log(message: str) -> None:
+    """One line on stderr (the journal, or the terminal)."""
+    print(f"{iso(utcnow())} jobrunner daemon: {message}", file=sys.stderr, flush=True)
+
+
+def _watched(project: Project) -> dict[str, int]:
+    """Modification times of everything a job's validity depends on."""
+    paths = [project.settings_path, *project.jobs_dir.glob("*.toml"),
+             *project.tools_dir.glob("*.py")]
+    out = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            out[str(path)] = path.stat().st_mtime_ns
+    return out
+
+
+class Daemon:
+    """The scheduler, its children, and the supervising loop."""
+
+    def __init__(self, project: Project, max_concurrent: int = 4, grace: float = 30.0,
+                 poll: float = 2.0) -> None:
+        self.project = project
+        self.grace = grace
+        self.poll = poll
+        self.slots = threading.BoundedSemaphore(max_concurrent)
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.children: dict[int, tuple[str, subprocess.Popen]] = {}
+        self.jobs: dict[str, Job] = {}
+        self.keys: dict[str, str] = {}
+        self.mtimes: dict[str, int] = {}
+        self.problems: list[str] = []
+        self.flags = {"term": False, "hup": False}
+        self.scheduler: Any = None
+
+    # -- signals: flags only -------------------------------------------------------------
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.flags["term"] = True
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self.flags["hup"] = True
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def reload(self, why: str) -> None:
+        """Read every job file again; (re)schedule what changed, drop what went away."""
+        self.mtimes = _watched(self.project)
+        self.project = Project.discover(self.project.root)  # settings are cached per object
+        try:
+            jobs, problems = load_all(self.project)
+        except errors.JobrunnerError as exc:  # jobrunner.toml itself is broken
+            log(f"reload ({why}): {exc}; keeping the current schedule")
+            return
+        if problems != self.problems:
+            for problem in problems:
+                log(f"not scheduled: {problem}")
+        self.problems = problems
+        fresh = {job.name: job for job in jobs}
+        for name in sorted(set(self.jobs) - set(fresh)):
+            self.scheduler.remove_job(name)
+            self.keys.pop(name, None)
+            log(f"unscheduled {name}")
+        now = utcnow()
+        for name, job in sorted(fresh.items()):
+            key = job.spec.model_dump_json()
+            if self.keys.get(name) == key:
+                continue
+            self.scheduler.add_job(
+                self.fire, trigger=ScheduleTrigger(job.schedule()), args=[name], id=name,
+                name=name, replace_existing=True, coalesce=True,
+                # A firing that finds the previous run still going is launched anyway: the
+                # job's lock records it `skipped` (or alerts on a stale holder).
+                max_instances=1000,
+                misfire_grace_time=max(1, int(job.spec.misfire_grace)),
+            )
+            self.keys[name] = key
+            nxt = job.schedule().next_after(now)
+            log(f"scheduled {name}: {job.spec.schedule} ({job.spec.timezone}), next "
+                f"{format_local(nxt, job.spec.timezone)}")
+        self.jobs = fresh
+
+    def fire(self, name: str) -> None:
+        """One firing (in a scheduler thread): jitter, the concurrency cap, a child run."""
+        job = self.jobs.get(name)
+        if job is None:
+            return
+        window = timedelta(seconds=job.spec.misfire_grace) + timedelta(seconds=60)
+        slot = job.schedule().previous_at_or_before(utcnow(), window)
+        if slot is None:
+            log(f"{name}: fired with no slot in the last {window}; not run")
+            return
+        if job.spec.jitter and self.stop.wait(random.uniform(0, job.spec.jitter)):
+            return
+        while not self.slots.acquire(timeout=0.5):
+            if self.stop.is_set():
+                return
+        try:
+            late = utcnow() - slot
+            if late > window:
+                self._missed(job, slot, f"waited {late.total_seconds():.0f}s for a free "
+                             "run slot (--max-concurrent)")
+                return
+            with self.lock:
+                if self.stop.is_set():
+                    return
+                proc = subprocess.Popen(run_command(self.project, name, "daemon", slot),
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                self.children[proc.pid] = (name, proc)
+            log(f"started {name} for slot {iso(slot)} (pid {proc.pid})")
+            code = proc.wait()
+            with self.lock:
+                self.children.pop(proc.pid, None)
+            ended = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            log(f"{name} (pid {proc.pid}) ended: {ended}")
+        finally:
+            self.slots.release()
+
+    def _missed(self, job: Job, slot: datetime, why: str) -> None:
+        from jobrunner import alerts
+
+        message = f"{job.name}: slot {iso(slot)} not run: {why}"
+        log(message)
+        alerts.emit(self.project, "job.missed", job.name, None, message,
+                    {"slot": iso(slot), "reason": why})
+
+    def _on_missed(self, event: Any) -> None:
+        job = self.jobs.get(event.job_id)
+        if job is not None:
+            self._missed(job, event.scheduled_run_time,
+                         "the daemon was not running on time (beyond misfire_grace)")
+
+    # -- the supervising loop ------------------------------------------------------------
+
+    def run(self) -> int:
+        """Schedule until SIGTERM/SIGINT; returns the exit code."""
+        from apscheduler.events import EVENT_JOB_MISSED
+        from apscheduler.executors.pool import ThreadPoolExecutor
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        held = RunLock(self.project.state_dir, "daemon")
+        got = held.try_acquire()
+        if isinstance(got, Busy):
+            holder = got.holder or {}
+            raise DaemonBusy(f"a daemon already runs this project (pid {holder.get('pid')} on "
+                             f"{holder.get('host')}); not starting a second one")
+        held.mark_held(f"daemon-{os.getpid()}", "*")
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                            format="%(asctime)s %(name)s: %(message)s")
+        # BackgroundScheduler: the main thread stays free to act on the signal flags.
+        self.scheduler = BackgroundScheduler(
+            timezone="UTC", executors={"default": ThreadPoolExecutor(max_workers=100)})
+        self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self.scheduler.start()
+        log(f"started (pid {os.getpid()}) for {self.project.root}")
+        self.reload("start")
+        try:
+            while not self.flags["term"]:
+                time.sleep(min(self.poll, 0.5))
+                if self.flags["hup"]:
+                    self.flags["hup"] = False
+                    self.reload("SIGHUP")
+                elif _watched(self.project) != self.mtimes:
+                    self.reload("job files changed")
+            self._shutdown()
+        finally:
+            held.release()
+        return errors.EXIT_OK
+
+    def _shutdown(self) -> None:
+        log("stopping: no new runs")
+        self.scheduler.shutdown(wait=False)
+        with self.lock:
+            self.stop.set()
+            running = list(self.children.items())
+        for pid, (name, _proc) in running:
+            log(f"passing SIGTERM to {name} (pid {pid})")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.children:
+                    break
+            time.sleep(0.1)
+        with self.lock:
+            left = list(self.children.items())
+        for pid, (name, proc) in left:
+            log(f"{name} (pid {pid}) still running after {self.grace:g}s: killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            proc.wait()
+        log("stopped")
+
+
+class DaemonBusy(errors.JobrunnerError):
+    """Another daemon already schedules this project."""
+
+    exit_code = errors.EXIT_TEMPFAIL
+
+
+def systemd_unit(project: Project, max_concurrent: int, grace: float) -> str:
+    """A systemd service unit that runs the daemon for this project."""
+    import getpass
+    import shlex
+
+    argv = [*jobrunner_command(), "--home", str(project.root), "daemon",
+            "--max-concurrent", str(max_concurrent), "--grace", f"{grace:g}"]
+    slug = project.root.name or "project"
+    return f"""\
+# /etc/systemd/system/jobrunner-{slug}.service
+# Install: save this file there, then `systemctl daemon-reload` and
+# `systemctl enable --now jobrunner-{slug}`. Secrets: `env_file` in jobrunner.toml.
+[Unit]
+Description=jobrunner daemon for {project.root}
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+User={getpass.getuser()}
+WorkingDirectory={project.root}
+ExecStart={" ".join(shlex.quote(a) for a in argv)}
+ExecReload=/bin/kill -HUP $MAINPID
+# SIGTERM to the daemon only; it passes it on to running jobs and waits {grace:g}s.
+KillMode=mixed
+TimeoutStopSec={int(grace) + 15}
+Restart=on-failure
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""

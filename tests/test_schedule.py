@@ -1,0 +1,176 @@
+"""Schedules mean what they mean in a crontab: checked against fire times written by hand.
+
+Calendar facts used below: 2026-11-01 is a Sunday. Europe/Berlin goes CET→CEST on
+2026-03-29 at 02:00 (01:00 UTC) and back on 2026-10-25 at 03:00 CEST (01:00 UTC).
+America/New_York goes EST→EDT on 2026-03-08 at 02:00 (07:00 UTC) and back on 2026-11-01
+at 02:00 EDT (06:00 UTC).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from jobrunner.schedule import ScheduleError, format_local, parse_schedule
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def fires(expression: str, zone: str, after: str, count: int) -> list[str]:
+    times = parse_schedule(expression, zone).next_times(utc(after), count)
+    return [t.astimezone(UTC).strftime("%Y-%m-%d %H:%M") for t in times]
+
+
+CASES = [
+    # id, expression, zone, after (UTC), expected fire times (UTC)
+    ("dow-0-is-sunday", "0 9 * * 0", "UTC", "2026-11-02 00:00",
+     ["2026-11-08 09:00", "2026-11-15 09:00"]),
+    ("dow-7-is-sunday", "0 9 * * 7", "UTC", "2026-11-02 00:00",
+     ["2026-11-08 09:00", "2026-11-15 09:00"]),
+    ("dow-name-sun", "0 9 * * Sun", "UTC", "2026-11-02 00:00",
+     ["2026-11-08 09:00", "2026-11-15 09:00"]),
+    ("dow-range-to-7", "0 9 * * 5-7", "UTC", "2026-11-02 00:00",
+     ["2026-11-06 09:00", "2026-11-07 09:00", "2026-11-08 09:00", "2026-11-13 09:00"]),
+    ("dow-1-is-monday", "0 9 * * 1", "UTC", "2026-11-01 00:00",
+     ["2026-11-02 09:00", "2026-11-09 09:00"]),
+    ("names-mon-fri", "30 8 * * mon-fri", "UTC", "2026-11-06 09:00",
+     ["2026-11-09 08:30", "2026-11-10 08:30", "2026-11-11 08:30", "2026-11-12 08:30",
+      "2026-11-13 08:30", "2026-11-16 08:30"]),
+    ("names-months", "0 0 1 JAN,jul *", "UTC", "2026-03-01 00:00",
+     ["2026-07-01 00:00", "2027-01-01 00:00"]),
+    # OR rule: both day fields restricted, either matching fires (13th, or any Friday).
+    ("or-rule", "0 12 13 * fri", "UTC", "2026-11-01 00:00",
+     ["2026-11-06 12:00", "2026-11-13 12:00", "2026-11-20 12:00", "2026-11-27 12:00",
+      "2026-12-04 12:00", "2026-12-11 12:00", "2026-12-13 12:00"]),
+    ("or-rule-dom-on-a-sunday", "0 12 1 * mon", "UTC", "2026-10-31 13:00",
+     ["2026-11-01 12:00", "2026-11-02 12:00", "2026-11-09 12:00"]),
+    # One day field is `*`: the other alone decides.
+    ("dom-only", "0 12 13 * *", "UTC", "2026-11-01 00:00",
+     ["2026-11-13 12:00", "2026-12-13 12:00"]),
+    ("dow-only", "0 12 * * fri", "UTC", "2026-11-01 00:00",
+     ["2026-11-06 12:00", "2026-11-13 12:00"]),
+    # A field starting with `*` counts as unrestricted (crontab): odd days AND Fridays.
+    ("star-step-is-unrestricted", "0 12 */2 * fri", "UTC", "2026-11-01 00:00",
+     ["2026-11-13 12:00", "2026-11-27 12:00", "2026-12-11 12:00"]),
+    ("step-and-list", "0,30 */12 * * *", "UTC", "2026-11-01 00:00",
+     ["2026-11-01 00:30", "2026-11-01 12:00", "2026-11-01 12:30", "2026-11-02 00:00"]),
+    ("alias-hourly", "@hourly", "UTC", "2026-11-01 10:15",
+     ["2026-11-01 11:00", "2026-11-01 12:00"]),
+    ("alias-daily", "@daily", "UTC", "2026-11-01 10:15",
+     ["2026-11-02 00:00", "2026-11-03 00:00"]),
+    ("alias-midnight", "@midnight", "UTC", "2026-11-01 10:15",
+     ["2026-11-02 00:00"]),
+    ("alias-weekly-is-sunday", "@weekly", "UTC", "2026-11-01 10:15",
+     ["2026-11-08 00:00", "2026-11-15 00:00"]),
+    ("alias-monthly", "@monthly", "UTC", "2026-11-01 10:15",
+     ["2026-12-01 00:00", "2027-01-01 00:00"]),
+    ("alias-yearly", "@yearly", "UTC", "2026-11-01 10:15", ["2027-01-01 00:00"]),
+    ("alias-annually-any-case", "@Annually", "UTC", "2026-11-01 10:15", ["2027-01-01 00:00"]),
+    ("zone-berlin-winter", "0 8 * * 1-5", "Europe/Berlin", "2026-11-01 00:00",
+     ["2026-11-02 07:00", "2026-11-03 07:00"]),
+    # DST forward, Berlin: 02:30 does not exist on 03-29; it fires once, right after the gap.
+    ("berlin-forward-skipped-time", "30 2 * * *", "Europe/Berlin", "2026-03-27 12:00",
+     ["2026-03-28 01:30", "2026-03-29 01:00", "2026-03-30 00:30"]),
+    # Several slots inside the gap still fire once.
+    ("berlin-forward-every-15", "*/15 2 * * *", "Europe/Berlin", "2026-03-29 00:00",
+     ["2026-03-29 01:00", "2026-03-30 00:00"]),
+    # DST back, Berlin: 02:30 happens twice on 10-25; it fires once, the first time (CEST).
+    ("berlin-back-repeated-time", "30 2 * * *", "Europe/Berlin", "2026-10-24 12:00",
+     ["2026-10-25 00:30", "2026-10-26 01:30"]),
+    ("berlin-back-hourly", "0 * * * *", "Europe/Berlin", "2026-10-24 22:30",
+     ["2026-10-24 23:00", "2026-10-25 00:00", "2026-10-25 02:00", "2026-10-25 03:00"]),
+    ("new-york-forward", "*/30 * * * *", "America/New_York", "2026-03-08 06:00",
+     ["2026-03-08 06:30", "2026-03-08 07:00", "2026-03-08 07:30"]),
+    ("new-york-forward-daily", "30 2 * * *", "America/New_York", "2026-03-07 12:00",
+     ["2026-03-08 07:00", "2026-03-09 06:30"]),
+    ("new-york-back", "30 1 * * *", "America/New_York", "2026-10-31 12:00",
+     ["2026-11-01 05:30", "2026-11-02 06:30"]),
+    ("new-york-back-every-30", "*/30 * * * *", "America/New_York", "2026-11-01 05:00",
+     ["2026-11-01 05:30", "2026-11-01 07:00", "2026-11-01 07:30"]),
+]
+
+
+@pytest.mark.parametrize(("expression", "zone", "after", "expected"),
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_fire_times(expression, zone, after, expected):
+    assert fires(expression, zone, after, len(expected)) == expected
+
+
+INVALID = [
+    ("60 * * * *", "minute: 60 is outside 0-59"),
+    ("* 24 * * *", "hour: 24 is outside 0-23"),
+    ("* * 0 * *", "day-of-month: 0 is outside 1-31"),
+    ("* * * 13 *", "month: 13 is outside 1-12"),
+    ("* * * * 8", "day-of-week: 8 is outside 0-7"),
+    ("* * * *", "expected 5 fields"),
+    ("* * * * * *", "expected 5 fields"),
+    ("@reboot", "unknown alias '@reboot'"),
+    ("5-1 * * * *", "runs backwards"),
+    ("*/0 * * * *", "bad step"),
+    ("0 0 * * fri-mon", "runs backwards"),
+    ("0 0 * jan-foo *", "'foo' is not a number or name"),
+    ("0 0 30 2 *", "never fires"),
+    ("0 0 1, * *", "empty list item"),
+]
+
+
+@pytest.mark.parametrize(("expression", "problem"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_expressions_say_why(expression, problem):
+    with pytest.raises(ScheduleError, match=problem.replace("*", r"\*")):
+        parse_schedule(expression, "UTC")
+
+
+def test_unknown_zone():
+    with pytest.raises(ScheduleError, match="unknown time zone 'Mars/Olympus'"):
+        parse_schedule("@daily", "Mars/Olympus")
+
+
+PREVIOUS = [
+    # expression, zone, moment (UTC), within (minutes), expected slot (UTC) or None
+    ("0 8 * * *", "UTC", "2026-11-02 08:03", 5, "2026-11-02 08:00"),
+    ("0 8 * * *", "UTC", "2026-11-02 08:00", 5, "2026-11-02 08:00"),
+    ("0 8 * * *", "UTC", "2026-11-02 08:05", 5, None),  # exactly `within` late: missed
+    ("0 8 * * *", "UTC", "2026-11-02 07:59", 5, None),
+    ("* * * * *", "UTC", "2026-11-02 08:03", 5, "2026-11-02 08:03"),
+    ("30 2 * * *", "Europe/Berlin", "2026-03-29 01:02", 5, "2026-03-29 01:00"),
+    ("30 2 * * *", "Europe/Berlin", "2026-10-25 01:32", 5, None),  # the repeat: not a slot
+]
+
+
+@pytest.mark.parametrize(("expression", "zone", "moment", "within", "expected"), PREVIOUS)
+def test_previous_slot(expression, zone, moment, within, expected):
+    slot = parse_schedule(expression, zone).previous_at_or_before(
+        utc(moment), timedelta(minutes=within))
+    assert (slot.strftime("%Y-%m-%d %H:%M") if slot else None) == expected
+
+
+def test_format_local_shows_zone_and_offset():
+    assert format_local(utc("2026-11-02 07:00"), "Europe/Berlin") == \
+        "2026-11-02 08:00 CET (+01:00)"
+    assert format_local(utc("2026-07-01 12:00"), "America/New_York") == \
+        "2026-07-01 08:00 EDT (-04:00)"
+    assert format_local(utc("2026-07-01 12:00"), "Asia/Kolkata") == \
+        "2026-07-01 17:30 IST (+05:30)"
+
+
+def test_next_list_validate_show_the_jobs_zone_and_offset(project):
+    project.job("berlin", schedule="0 8 * * mon-fri", timezone="Europe/Berlin")
+    shown = project.run("next", "berlin", "-n", "3")
+    assert shown.code == 0, shown.stderr
+    header, *times = shown.stdout.splitlines()
+    assert header == "berlin: 0 8 * * mon-fri (Europe/Berlin)"
+    assert len(times) == 3
+    assert all(t.endswith((" 08:00 CET (+01:00)", " 08:00 CEST (+02:00)")) for t in times)
+    as_json = project.run("next", "berlin", "-n", "3", "--json").json()
+    for entry, line in zip(as_json, times, strict=True):
+        assert entry["local"] == line
+        moment = datetime.fromisoformat(entry["at"])
+        assert moment.utcoffset() == timedelta(0) and moment.hour in (6, 7)
+    listed = project.run("list")
+    assert times[0] in listed.stdout
+    valid = project.run("validate", "--json").json()["valid"][0]
+    assert (valid["timezone"], valid["next_run_local"]) == ("Europe/Berlin", times[0])
+    assert f"ok  berlin: next run {times[0]}" in project.run("validate").stdout
