@@ -7,8 +7,8 @@ import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
+from tests.alert_servers import HttpRecorder, SmtpRecorder, free_port
 from tests.fake_api import tool_turn
-from tests.servers import HttpRecorder, SmtpRecorder, free_port
 from tests.test_run_path import MEMORY, finish
 
 FAILING_TOOL = '''
