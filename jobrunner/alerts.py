@@ -1,19 +1,34 @@
-"""Alerts: one JSON object per event, always written to the project's alert log.
+"""Alerts: one JSON object per event (SPEC §9), written to the always-on log and routed
+to the project's channels, with a cooldown and an outbox.
 
-Further channels (webhook, email, command), routing, cooldown and the outbox build on
-`emit`; a broken channel never breaks a run.
+- The log (`state_dir/alerts.jsonl`) receives every alert that is not a repeat.
+- The same event for the same job and cause is sent once per `alerts.cooldown` (or once
+  ever, `once=True`, for things that happen once by nature: a crashed run, a stale
+  holder, a missed slot); repeats are counted on the first alert, not sent.
+- Each (alert, channel) delivery is a row in the outbox; a delivery that fails stays
+  `pending` and is retried by the next run or `jobrunner check`. A channel that failed
+  once in this process is not tried again by it, so a dead channel costs one timeout.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
+import sqlite3
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from jobrunner.errors import JobrunnerError
 from jobrunner.redact import Redactor
-from jobrunner.store import iso, utcnow
+from jobrunner.store import Store, iso, utcnow
+
+# Channels that failed during this process: not retried again by it (bounded slowness).
+_BROKEN: set[str] = set()
+# A delivery claimed by a process that died mid-send is taken up again after this.
+_CLAIM_TIMEOUT = timedelta(minutes=5)
 
 
 class Alert(BaseModel):
@@ -31,6 +46,59 @@ def alert_log_path(state_dir: Path) -> Path:
     return state_dir / "alerts.jsonl"
 
 
+def channel_key(channel: Any) -> str:
+    """A stable name for a configured channel that reveals no secret (webhook URLs are)."""
+    import hashlib
+
+    digest = hashlib.sha256(channel.model_dump_json().encode()).hexdigest()[:8]
+    return f"{channel.type}-{digest}"
+
+
+def channel_label(channel: Any) -> str:
+    """How a channel is shown to people: enough to recognise it, no secret in it."""
+    if channel.type == "webhook":
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(channel.url)
+        port = f":{parts.port}" if parts.port else ""
+        return f"webhook {parts.scheme}://{parts.hostname}{port}/…"
+    if channel.type == "email":
+        return "email to " + ", ".join(channel.to)
+    if channel.type == "command":
+        return "command " + (channel.command[0] if channel.command else "?")
+    return "log " + channel.path
+
+
+def _matches(names: list[str], value: str | None) -> bool:
+    return "*" in names or (value is not None and value in names)
+
+
+def _job_events(project: Any, job: str | None) -> list[str]:
+    """The job's own `[alerts] events` routing (all events when it cannot be read)."""
+    if not job:
+        return ["*"]
+    from jobrunner.jobfile import load_job
+
+    try:
+        return list(load_job(project, job).spec.alerts.events)
+    except JobrunnerError:
+        return ["*"]
+
+
+def routed_channels(project: Any, event: str, job: str | None,
+                    job_events: list[str] | None = None) -> list[Any]:
+    """The configured channels this alert goes to: the channel's `events` and `jobs`
+    must match, and the job's own `[alerts] events` must allow the event."""
+    channels = project.settings.alerts.channels
+    if not channels:
+        return []
+    allowed = job_events if job_events is not None else _job_events(project, job)
+    if event != "alert.test" and not _matches(allowed, event):
+        return []
+    return [c for c in channels if _matches(c.events, event) and
+            (job is None or _matches(c.jobs, job))]
+
+
 def emit(
     project: Any,
     event: str,
@@ -39,14 +107,204 @@ def emit(
     message: str,
     details: dict[str, Any] | None = None,
     redactor: Redactor | None = None,
+    *,
+    cause: str | None = None,
+    once: bool = False,
+    job_events: list[str] | None = None,
 ) -> Alert:
-    """Record an alert in the always-on log channel and return it."""
+    """Raise an alert: log it, queue it for its channels, try to deliver it now.
+
+    `cause` tells repeats apart (default: the run id); a repeat inside the cooldown (or
+    ever, with `once`) is counted and not sent. Never raises for a delivery problem.
+    """
+    alert, _ = _raise(project, event, job, run_id, message, details, redactor, cause, once,
+                      job_events)
+    return alert
+
+
+def _raise(project, event, job, run_id, message, details, redactor, cause, once, job_events,
+           channels: list[Any] | None = None) -> tuple[Alert, int | None]:
     redactor = redactor or Redactor(project.secret_values())
     alert = Alert(
         event=event, job=job, run_id=run_id, message=redactor.text(message),
         at=iso(utcnow()) or "", details=redactor.data(details or {}),
     )
-    path = alert_log_path(project.state_dir)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(alert.model_dump()) + "\n")
-    return alert
+    cause = cause if cause is not None else (run_id or "")
+    if channels is None:
+        channels = routed_channels(project, event, job, job_events)
+    body = json.dumps(alert.model_dump())
+    alert_id: int | None = None
+    try:
+        store = Store.open(project.state_dir)
+        alert_id = _record(store, alert, cause, once, project.settings.alerts.cooldown,
+                           body, [channel_key(c) for c in channels])
+    except (sqlite3.Error, JobrunnerError) as exc:
+        # The log below still has it; say why the channels were not tried.
+        alert.details["outbox_error"] = redactor.text(str(exc))
+        body = json.dumps(alert.model_dump())
+        alert_id = -1
+    if alert_id is None:
+        return alert, None  # a repeat inside the cooldown
+    with open(alert_log_path(project.state_dir), "a", encoding="utf-8") as handle:
+        handle.write(body + "\n")
+    if alert_id > 0 and channels:
+        deliver_pending(project, alert_ids=[alert_id])
+    return alert, alert_id
+
+
+def _record(store: Store, alert: Alert, cause: str, once: bool, cooldown: float, body: str,
+            channel_keys: list[str]) -> int | None:
+    """Insert the alert and its deliveries, or count it as a repeat (returns None)."""
+    with store.transaction() as conn:
+        row = conn.execute(
+            "SELECT id, at FROM alerts WHERE event = ? AND job IS ? AND cause = ? "
+            "ORDER BY id DESC LIMIT 1", (alert.event, alert.job, cause),
+        ).fetchone()
+        since = iso(utcnow() - timedelta(seconds=cooldown)) or ""
+        if row and (once or row["at"] >= since):
+            conn.execute("UPDATE alerts SET repeats = repeats + 1, last_repeat_at = ? "
+                         "WHERE id = ?", (alert.at, row["id"]))
+            return None
+        cursor = conn.execute(
+            "INSERT INTO alerts (event, job, run_id, cause, message, at, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (alert.event, alert.job, alert.run_id, cause, alert.message, alert.at, body),
+        )
+        alert_id = int(cursor.lastrowid or 0)
+        conn.executemany(
+            "INSERT INTO alert_deliveries (alert_id, channel, status, updated_at) "
+            "VALUES (?, ?, 'pending', ?)", [(alert_id, key, alert.at) for key in channel_keys],
+        )
+    return alert_id
+
+
+def already_sent(store: Store, event: str, job: str | None, cause: str) -> bool:
+    """Whether an alert for this event, job and cause was ever raised."""
+    with store.connect() as conn:
+        row = conn.execute("SELECT 1 FROM alerts WHERE event = ? AND job IS ? AND cause = ?",
+                           (event, job, cause)).fetchone()
+    return row is not None
+
+
+def deliver_pending(project: Any, alert_ids: list[int] | None = None) -> dict[str, int]:
+    """Try every pending delivery (or those of `alert_ids`); returns counts by outcome.
+
+    Each channel has its own short timeout, and a channel that fails is not tried again
+    in this process, so a dead channel never holds up a run for long.
+    """
+    from jobrunner.alert_channels import send
+
+    counts = {"delivered": 0, "failed": 0, "abandoned": 0}
+    try:
+        store = Store.open(project.state_dir)
+        channels = {channel_key(c): c for c in project.settings.alerts.channels}
+        stale_claim = iso(utcnow() - _CLAIM_TIMEOUT)
+        query = ("SELECT d.alert_id, d.channel, d.status, d.updated_at, a.body "
+                 "FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id "
+                 "WHERE (d.status = 'pending' OR (d.status = 'sending' AND d.updated_at < ?))")
+        params: list[Any] = [stale_claim]
+        if alert_ids is not None:
+            query += f" AND d.alert_id IN ({', '.join('?' for _ in alert_ids)})"
+            params += alert_ids
+        with store.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query + " ORDER BY d.alert_id", params)]
+        redactor = Redactor(project.secret_values())
+        for row in rows:
+            key = row["channel"]
+            channel = channels.get(key)
+            if channel is None:
+                _set_status(store, row, "abandoned", "channel no longer in jobrunner.toml")
+                counts["abandoned"] += 1
+                continue
+            if key in _BROKEN or not _claim(store, row):
+                continue
+            error = send(project, channel, json.loads(row["body"]))
+            if error is None:
+                _set_status(store, {**row, "status": "sending"}, "delivered", None)
+                counts["delivered"] += 1
+            else:
+                _BROKEN.add(key)
+                _set_status(store, {**row, "status": "sending"}, "pending",
+                            redactor.text(error)[:500])
+                counts["failed"] += 1
+    except (sqlite3.Error, JobrunnerError):
+        # The outbox keeps what it has; the next invocation tries again.
+        counts["failed"] += 1
+    return counts
+
+
+def _claim(store: Store, row: dict[str, Any]) -> bool:
+    """Take a delivery for this process, so two processes never send it twice."""
+    with store.transaction() as conn:
+        cursor = conn.execute(
+            "UPDATE alert_deliveries SET status = 'sending', updated_at = ? "
+            "WHERE alert_id = ? AND channel = ? AND status = ? AND updated_at = ?",
+            (iso(utcnow()), row["alert_id"], row["channel"], row["status"], row["updated_at"]),
+        )
+        return cursor.rowcount == 1
+
+
+def _set_status(store: Store, row: dict[str, Any], status: str, error: str | None) -> None:
+    now = iso(utcnow())
+    with store.transaction() as conn:
+        conn.execute(
+            "UPDATE alert_deliveries SET status = ?, attempts = attempts + ?, last_error = ?, "
+            "updated_at = ?, delivered_at = ? WHERE alert_id = ? AND channel = ?",
+            (status, 0 if status == "abandoned" else 1, error, now,
+             now if status == "delivered" else None, row["alert_id"], row["channel"]),
+        )
+
+
+def send_test(project: Any) -> list[dict[str, Any]]:
+    """Send an `alert.test` through every configured channel, ignoring routing and
+    cooldown; returns one {channel, ok, error} per channel (the log always works)."""
+    channels = list(project.settings.alerts.channels)
+    _, alert_id = _raise(
+        project, "alert.test", None, None, "jobrunner test alert: this channel works",
+        {"channels": [channel_label(c) for c in channels]}, None,
+        "test-" + secrets.token_hex(4), False, None, channels=channels,
+    )
+    results = [{"channel": "log " + str(alert_log_path(project.state_dir)), "ok": True,
+                "error": None}]
+    statuses = {}
+    if alert_id and alert_id > 0:
+        with Store.open(project.state_dir).connect() as conn:
+            statuses = {r["channel"]: dict(r) for r in conn.execute(
+                "SELECT * FROM alert_deliveries WHERE alert_id = ?", (alert_id,))}
+    for channel in channels:
+        row = statuses.get(channel_key(channel), {})
+        ok = row.get("status") == "delivered"
+        results.append({"channel": channel_label(channel), "ok": ok,
+                        "error": None if ok else row.get("last_error") or "not attempted"})
+    return results
+
+
+def recent(project: Any, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest alerts with each channel's delivery state, newest first."""
+    store = Store.open(project.state_dir)
+    labels = {channel_key(c): channel_label(c) for c in project.settings.alerts.channels}
+    with store.connect() as conn:
+        rows = [dict(r) for r in conn.execute(
+            "SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))]
+        out = []
+        for row in rows:
+            deliveries = [
+                {"channel": labels.get(d["channel"], d["channel"]), "status": d["status"],
+                 "attempts": d["attempts"], "error": d["last_error"],
+                 "delivered_at": d["delivered_at"]}
+                for d in conn.execute("SELECT * FROM alert_deliveries WHERE alert_id = ? "
+                                      "ORDER BY channel", (row["id"],))
+            ]
+            alert = json.loads(row["body"])
+            alert.update(id=row["id"], cause=row["cause"], repeats=row["repeats"],
+                         deliveries=deliveries)
+            out.append(alert)
+    return out
+
+
+def undelivered(project: Any) -> int:
+    """How many deliveries are still waiting in the outbox."""
+    with Store.open(project.state_dir).connect() as conn:
+        row = conn.execute("SELECT COUNT(*) FROM alert_deliveries "
+                           "WHERE status IN ('pending', 'sending')").fetchone()
+    return int(row[0])

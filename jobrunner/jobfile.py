@@ -55,6 +55,7 @@ class Limits(StrictModel):
 class LockPolicy(StrictModel):
     stale_after: Duration = 1800.0
     on_stale: Literal["alert", "terminate"] = "alert"
+    terminate_grace: Duration = 30.0  # SIGTERM, then SIGKILL after this
     after_crash: Literal["run", "hold"] = "run"
 
 

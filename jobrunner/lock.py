@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from jobrunner.store import iso, utcnow
+from jobrunner.store import iso, parse_iso, utcnow
 
 
 def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
@@ -32,6 +34,7 @@ class Acquired:
     """We hold the lock. `left_behind` is the record of a holder that died holding it."""
 
     left_behind: dict[str, Any] | None
+    previous: dict[str, Any] | None = None  # the metadata as found (free, held or crashed)
 
 
 @dataclass
@@ -50,6 +53,8 @@ class RunLock:
         self.path = locks_dir / f"{key}.lock"
         self.meta_path = locks_dir / f"{key}.json"
         self._lock: Any = None
+        # Heartbeat and release both rewrite the metadata: never interleave them.
+        self._meta_guard = threading.Lock()
 
     def read_meta(self) -> dict[str, Any] | None:
         try:
@@ -77,7 +82,7 @@ class RunLock:
         self._lock = lock
         meta = self.read_meta()
         left = meta if meta and meta.get("state") == "held" else None
-        return Acquired(left)
+        return Acquired(left, meta)
 
     def mark_held(self, run_id: str, job: str, **extra: Any) -> dict[str, Any]:
         """Record who holds the lock (only while holding it)."""
@@ -96,23 +101,138 @@ class RunLock:
         return meta
 
     def heartbeat(self) -> None:
-        meta = self.read_meta()
-        if meta and meta.get("pid") == os.getpid():
-            meta["heartbeat_at"] = iso(utcnow())
-            atomic_write_json(self.meta_path, meta)
+        """Refresh `heartbeat_at` (only while this process holds the lock)."""
+        with self._meta_guard:
+            if self._lock is None:
+                return
+            meta = self.read_meta()
+            if meta and meta.get("pid") == os.getpid() and meta.get("state") == "held":
+                meta["heartbeat_at"] = iso(utcnow())
+                atomic_write_json(self.meta_path, meta)
 
-    def release(self) -> None:
-        """Mark the lock free, then drop the OS lock (the file stays)."""
-        if self._lock is None:
-            return
-        meta = self.read_meta() or {}
-        atomic_write_json(
-            self.meta_path,
-            {"state": "free", "last_run_id": meta.get("run_id"), "released_at": iso(utcnow())},
-        )
-        self._lock.release()
-        self._lock = None
+    def mark_crashed(self, holder: dict[str, Any]) -> None:
+        """Record (under the OS lock) that `holder` died holding it: the crash has been
+        recorded and alerted, and stays visible until a run or `unlock` clears it."""
+        meta = {**holder, "state": "crashed", "recorded_at": iso(utcnow())}
+        atomic_write_json(self.meta_path, meta)
+
+    def release(self, keep_meta: bool = False) -> None:
+        """Mark the lock free (unless `keep_meta`), then drop the OS lock (the file stays)."""
+        with self._meta_guard:
+            if self._lock is None:
+                return
+            if not keep_meta:
+                meta = self.read_meta() or {}
+                atomic_write_json(
+                    self.meta_path,
+                    {"state": "free", "last_run_id": meta.get("run_id") or
+                     meta.get("last_run_id"), "released_at": iso(utcnow())},
+                )
+            self._lock.release()
+            self._lock = None
 
     @property
     def held(self) -> bool:
         return self._lock is not None
+
+
+class HeartbeatThread:
+    """Refreshes the lock's `heartbeat_at` every `interval` seconds while a run lives,
+    so `locks` and `check` can tell a live holder from a silent one."""
+
+    def __init__(self, lock: RunLock, interval: float) -> None:
+        self._lock = lock
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lock-heartbeat", daemon=True)
+
+    def start(self) -> HeartbeatThread:
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._lock.heartbeat()
+            except OSError:
+                # A full disk must not kill the run; the next beat tries again.
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def heartbeat_interval(stale_after: float) -> float:
+    """Beat often enough to be seen well before the lock counts as stale."""
+    return max(1.0, min(30.0, stale_after / 4))
+
+
+@dataclass
+class LockState:
+    """What `locks` and `check` see: free, held, stale or crashed (left by a dead run)."""
+
+    key: str
+    state: str
+    meta: dict[str, Any]
+    held_for: float | None = None  # seconds since the holder started
+    heartbeat_age: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state, "run_id": self.meta.get("run_id"), "pid": self.meta.get("pid"),
+            "host": self.meta.get("host"), "started_at": self.meta.get("started_at"),
+            "heartbeat_at": self.meta.get("heartbeat_at"),
+            "held_for_s": None if self.held_for is None else round(self.held_for),
+            "heartbeat_age_s": None if self.heartbeat_age is None else round(self.heartbeat_age),
+        }
+
+
+def _age(meta: dict[str, Any], key: str, now: datetime) -> float | None:
+    try:
+        moment = parse_iso(meta.get(key))
+    except (TypeError, ValueError):
+        return None
+    return (now - moment).total_seconds() if moment else None
+
+
+def is_stale(holder: dict[str, Any] | None, stale_after: float,
+             now: datetime | None = None) -> bool:
+    """A live holder that has held the lock longer than `stale_after` (hung or overrunning)."""
+    if not holder or holder.get("state") != "held":
+        return False  # a holder that has not written its record yet has only just started
+    age = _age(holder, "started_at", now or utcnow())
+    return age is not None and age > stale_after
+
+
+def inspect(lock: RunLock, stale_after: float, now: datetime | None = None) -> LockState:
+    """The state of a lock we do not hold, told by trying the OS lock for an instant.
+
+    Taking the OS lock is the only reliable liveness test (a pid can be reused); the
+    metadata is read, never written, so a crash is still recorded by whoever handles it.
+    """
+    now = now or utcnow()
+    got = lock.try_acquire()
+    if isinstance(got, Busy):
+        meta = got.holder or {}
+        state = "stale" if is_stale(meta, stale_after, now) else "held"
+    else:
+        meta = lock.read_meta() or {}
+        lock.release(keep_meta=True)
+        state = "crashed" if meta.get("state") in ("held", "crashed") else "free"
+    live = state in ("held", "stale", "crashed")
+    return LockState(
+        lock.key, state, meta,
+        held_for=_age(meta, "started_at", now) if live else None,
+        heartbeat_age=_age(meta, "heartbeat_at", now) if live else None,
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -16,7 +16,7 @@ from typing import Any
 
 from jobrunner import errors
 from jobrunner.jobfile import Job, load_job
-from jobrunner.lock import Acquired, Busy, RunLock
+from jobrunner.lock import Acquired, Busy, HeartbeatThread, RunLock, heartbeat_interval, is_stale
 from jobrunner.project import Project
 from jobrunner.redact import Redactor
 from jobrunner.store import Store, iso, utcnow
@@ -66,14 +66,21 @@ def _day_start(job: Job, now: datetime) -> datetime:
 
 
 def _skip(store: Store, job: Job, run_id: str, trigger: str, slot, reason: str,
-          status: str = "skipped", report: str = "") -> None:
+          status: str = "skipped", report: str = "", exit_code: int | None = None) -> None:
     now = iso(utcnow())
     store.insert_run(
         id=run_id, job=job.name, agent=job.agent, status=status, trigger=trigger,
         slot=iso(slot), started_at=now, ended_at=now, pid=os.getpid(),
         host=socket.gethostname(), model=job.spec.model, stop_reason=reason, report=report,
-        exit_code=EXIT_BY_STATUS.get(status, 0),
+        exit_code=EXIT_BY_STATUS.get(status, 0) if exit_code is None else exit_code,
     )
+
+
+def _not_now(store: Store, job: Job, run_id: str, trigger: str, slot, reason: str,
+             report: str, status: str = "skipped") -> RunOutcome:
+    """Could not run now (paused, stale lock, crash on hold): recorded, exit 75."""
+    _skip(store, job, run_id, trigger, slot, reason, status, report, errors.EXIT_TEMPFAIL)
+    return RunOutcome(run_id, job.name, status, errors.EXIT_TEMPFAIL, reason, report)
 
 
 def run_job(
@@ -85,17 +92,32 @@ def run_job(
 ) -> RunOutcome:
     """Run one session of job `name` now, under its lock. Raises ConfigError (nothing
     run or written) for a bad job; every other outcome is recorded and returned."""
+    from jobrunner import pause
+
     job = load_job(project, name)
     project.load_env()
     store = Store.open(project.state_dir)
     run_id = new_run_id(now)
+    paused = pause.is_paused(store, job.name)
+    if paused:
+        return _not_now(store, job, run_id, trigger, slot, "paused",
+                        f"jobrunner: {job.name}: paused since {paused['paused_at']} "
+                        f"({paused['reason']}); `jobrunner resume {job.name}` lifts it",
+                        status="paused")
     lock = RunLock(locks_dir(project), f"job-{job.name}")
     got = lock.try_acquire()
     if isinstance(got, Busy):
         holder = got.holder or {}
-        _skip(store, job, run_id, trigger, slot,
-              f"lock held by run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')})")
-        return RunOutcome(run_id, job.name, "skipped", errors.EXIT_OK, "lock_held")
+        if not is_stale(holder, job.spec.lock.stale_after):
+            _skip(store, job, run_id, trigger, slot,
+                  f"lock held by run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')})")
+            return RunOutcome(run_id, job.name, "skipped", errors.EXIT_OK, "lock_held")
+        from jobrunner import recovery
+
+        got = recovery.on_stale(project, store, job, lock, holder)
+        if isinstance(got, Busy):
+            return _not_now(store, job, run_id, trigger, slot, "lock_stale",
+                            "jobrunner: " + recovery.stale_message(job, holder))
     assert isinstance(got, Acquired)
     previous_handler = signal.getsignal(signal.SIGTERM)
 
@@ -105,9 +127,21 @@ def run_job(
     # Only the main thread may set handlers; elsewhere (embedding) runs keep the default.
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, on_term)
+    keep_meta = False
+    outcome: RunOutcome | None = None
     try:
+        from jobrunner import recovery
+
         if got.left_behind:
-            _record_crash(project, store, got.left_behind, job)
+            recovery.record_crash(project, store, got.left_behind, job)
+            lock.mark_crashed(got.left_behind)
+        crashed = lock.read_meta() or {}
+        if crashed.get("state") == "crashed" and job.spec.lock.after_crash == "hold":
+            keep_meta = True  # stays visible until `jobrunner unlock`
+            return _not_now(store, job, run_id, trigger, slot, "crash_hold",
+                            f"jobrunner: {job.name}: run {crashed.get('run_id')} crashed and "
+                            'lock.after_crash = "hold"; `jobrunner unlock '
+                            f'{job.name}` lets it run again')
         taken = store.slot_run(job.name, slot) if slot else None
         if taken:
             # Once per slot, whoever launches it (daemon, cron, --due, a second host's line).
@@ -115,28 +149,21 @@ def run_job(
                   f"slot {iso(slot)} already run by run {taken['id']} ({taken['trigger']})")
             return RunOutcome(run_id, job.name, "skipped", errors.EXIT_OK, "slot_taken")
         lock.mark_held(run_id, job.name, trigger=trigger)
-        return _run_locked(project, store, job, run_id, trigger, slot, now or utcnow())
+        beat = HeartbeatThread(lock, heartbeat_interval(job.spec.lock.stale_after)).start()
+        try:
+            outcome = _run_locked(project, store, job, run_id, trigger, slot, now or utcnow())
+        finally:
+            beat.stop()
+        recovery.after_run(project, store, job, run_id, outcome.status)
+        return outcome
     finally:
-        lock.release()
+        lock.release(keep_meta=keep_meta)
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous_handler)
+        if outcome is not None:
+            from jobrunner import alerts
 
-
-def _record_crash(project: Project, store: Store, meta: dict[str, Any], job: Job) -> None:
-    """A previous run died holding the lock (kill -9, OOM, reboot): say so."""
-    from jobrunner import alerts, memory_store
-
-    run_id = meta.get("run_id")
-    row = store.get_run(run_id) if run_id else None
-    if row and row["status"] == "running":
-        store.update_run(run_id, status="crashed", ended_at=iso(utcnow()),
-                         stop_reason="process_died",
-                         report=f"run {run_id} (pid {meta.get('pid')} on {meta.get('host')}) "
-                                "died without finishing", exit_code=errors.EXIT_FAILED)
-        memory_store.note_crash(project, job, meta)
-    alerts.emit(project, "run.crashed", meta.get("job"), run_id,
-                f"run {run_id} of {meta.get('job')} died without finishing "
-                f"(pid {meta.get('pid')} on {meta.get('host')})", {"lock": meta})
+            alerts.deliver_pending(project)  # the outbox: retry what could not go earlier
 
 
 def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: str,
@@ -156,6 +183,10 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
     trace = Trace(trace_path(project.state_dir, run_id), run_id, redactor)
     trace.emit("run.start", job=job.name, agent=job.agent, trigger=trigger, slot=iso(slot),
                model=job.spec.model, pid=os.getpid())
+    from jobrunner.heartbeat import Pinger
+
+    pinger = Pinger(job.spec.heartbeat_url, trace)
+    pinger.start()
     started = time.monotonic()
     result: SessionResult | None = None
     memory_note = ""
@@ -228,6 +259,10 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
     finally:
         if isinstance(agent_lock, RunLock):
             agent_lock.release()
+        if job.spec.heartbeat_url:
+            row = store.get_run(run_id) or {}
+            pinger.finish(row.get("status") in ("completed", "needs_approval"),
+                          row.get("report") or row.get("summary") or "")
         trace.close()
 
 
@@ -294,6 +329,6 @@ def _finish(project, store, trace, job, run_id, status, stop_reason, report, res
         first = report.splitlines()[0] if report else f"{job.name}: {status} ({stop_reason})"
         alerts.emit(project, event, job.name, run_id, first,
                     {"status": status, "stop_reason": stop_reason, "report": report},
-                    redactor)
+                    redactor, cause=stop_reason, job_events=list(job.spec.alerts.events))
     return RunOutcome(run_id, job.name, status, fields["exit_code"], stop_reason, report)
 

@@ -50,6 +50,48 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     (
+        "010_alerts",
+        """
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            event TEXT NOT NULL,
+            job TEXT,
+            run_id TEXT,
+            cause TEXT NOT NULL DEFAULT '',
+            message TEXT NOT NULL,
+            at TEXT NOT NULL,
+            body TEXT NOT NULL,
+            repeats INTEGER NOT NULL DEFAULT 0,
+            last_repeat_at TEXT
+        );
+        CREATE INDEX alerts_key ON alerts (event, job, cause, at);
+        CREATE TABLE alert_deliveries (
+            alert_id INTEGER NOT NULL REFERENCES alerts (id),
+            channel TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            updated_at TEXT NOT NULL,
+            delivered_at TEXT,
+            PRIMARY KEY (alert_id, channel)
+        );
+        CREATE INDEX alert_deliveries_status ON alert_deliveries (status);
+        """,
+    ),
+    (
+        "011_pauses",
+        """
+        CREATE TABLE pauses (
+            job TEXT PRIMARY KEY,
+            paused INTEGER NOT NULL,
+            paused_at TEXT,
+            reason TEXT,
+            run_id TEXT,
+            resumed_at TEXT
+        );
+        """,
+    ),
+    (
         "030_ledger",
         """
         CREATE TABLE ledger (

@@ -115,9 +115,10 @@ def list_jobs(
 
 
 def is_paused(store, job: str) -> bool:
-    """Whether the job is paused (the pause table arrives with auto-pause)."""
-    pauses = getattr(store, "is_paused", None)
-    return bool(pauses(job)) if pauses else False
+    """Whether the job is paused after repeated failures (`jobrunner resume` lifts it)."""
+    from jobrunner.pause import is_paused as paused
+
+    return paused(store, job) is not None
 
 
 @app.command()

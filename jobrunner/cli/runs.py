@@ -41,7 +41,8 @@ def run(
     else:
         slot_time = _slot(slot) if slot else None
         outcome = run_job(proj, name, trigger=trigger, slot=slot_time)
-        if outcome.report and outcome.status not in ("completed", "skipped"):
+        if outcome.report and (outcome.status not in ("completed", "skipped")
+                               or outcome.exit_code != 0):
             print(outcome.report, file=sys.stderr)
         code = outcome.exit_code
     from jobrunner.tools.dispatch import orphaned_tools

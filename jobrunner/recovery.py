@@ -1,0 +1,102 @@
+"""What a run does about a lock it cannot simply take, and what it concludes after it
+ended: stale holders (alert once, or terminate), crashed holders, auto-pause, recovery."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from typing import Any
+
+from jobrunner import errors
+from jobrunner.lock import Acquired, Busy, RunLock, pid_alive
+from jobrunner.store import Store, iso, utcnow
+
+
+def record_crash(project: Any, store: Store, meta: dict[str, Any], job: Any = None,
+                 reason: str = "process_died", how: str = "died without finishing") -> None:
+    """A run died holding the lock (kill -9, OOM, reboot, or stopped as stale): record it
+    `crashed`, note it in the agent's failure log, and alert `run.crashed` once for that run."""
+    from jobrunner import alerts, memory_store
+
+    run_id = meta.get("run_id")
+    row = store.get_run(run_id) if run_id else None
+    where = f"pid {meta.get('pid')} on {meta.get('host')}"
+    if row and (row["status"] == "running" or reason != "process_died"):
+        store.update_run(run_id, status="crashed", ended_at=row["ended_at"] or iso(utcnow()),
+                         stop_reason=reason, report=f"run {run_id} ({where}) {how}",
+                         exit_code=errors.EXIT_FAILED)
+        if job is not None and row["status"] == "running":
+            memory_store.note_crash(project, job, meta)
+    alerts.emit(project, "run.crashed", meta.get("job"), run_id,
+                f"run {run_id} of {meta.get('job')} {how} ({where})",
+                {"lock": meta, "stop_reason": reason}, cause=run_id or "", once=True)
+
+
+def stale_message(job: Any, holder: dict[str, Any]) -> str:
+    return (f"{job.name}: lock held by run {holder.get('run_id')} (pid {holder.get('pid')} on "
+            f"{holder.get('host')}) since {holder.get('started_at')}, longer than "
+            f"lock.stale_after; this run did not start")
+
+
+def on_stale(project: Any, store: Store, job: Any, lock: RunLock,
+             holder: dict[str, Any]) -> Acquired | Busy:
+    """A live holder past `stale_after`: alert `lock.stale` once for that holder; with
+    `on_stale = "terminate"` on the same host, stop it (SIGTERM, then SIGKILL after
+    `terminate_grace`), record it crashed and hand the lock over."""
+    from jobrunner import alerts
+
+    policy = job.spec.lock
+    holder_id = holder.get("run_id") or ""
+    terminate = policy.on_stale == "terminate" and holder.get("host") == socket.gethostname()
+    action = "terminating it" if terminate else "not starting another run"
+    alerts.emit(project, "lock.stale", job.name, holder_id,
+                f"{job.name}: run {holder_id} has held the lock since {holder.get('started_at')}, "
+                f"past lock.stale_after; {action}",
+                {"holder": holder, "on_stale": policy.on_stale}, cause=holder_id, once=True)
+    if not terminate:
+        return Busy(holder)
+    got = _terminate(lock, holder, getattr(policy, "terminate_grace", 30.0))
+    if isinstance(got, Acquired):
+        record_crash(project, store, holder, job, reason="stale_terminated",
+                     how="was stopped after holding the lock past lock.stale_after")
+        return Acquired(None, got.previous)
+    return got
+
+
+def _terminate(lock: RunLock, holder: dict[str, Any], grace: float) -> Acquired | Busy:
+    pid = holder.get("pid")
+    current = lock.read_meta() or {}
+    if not isinstance(pid, int) or pid == os.getpid() or current.get("run_id") != holder.get(
+            "run_id"):
+        return Busy(current)  # the holder changed meanwhile: not ours to stop
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
+                os.kill(pid, sig)
+        got = lock.try_acquire(timeout=wait)
+        if isinstance(got, Acquired):
+            return got
+    return Busy(holder)
+
+
+def after_run(project: Any, store: Store, job: Any, run_id: str, status: str) -> None:
+    """Auto-pause after `pause_after` consecutive runs that did not complete (alert
+    `job.paused` once); `run.recovered` on the first completion after failures."""
+    from jobrunner import alerts, pause
+
+    if status in pause.FAILED:
+        limit = job.spec.pause_after
+        failures = pause.consecutive_failures(store, job.name, limit)
+        reason = f"{failures} consecutive runs did not complete (pause_after = {limit})"
+        if failures >= limit and pause.pause(store, job.name, reason, run_id):
+            alerts.emit(project, "job.paused", job.name, run_id,
+                        f"{job.name} paused: {reason}; `jobrunner resume {job.name}` lifts it",
+                        {"failures": failures, "pause_after": limit}, cause=run_id)
+    elif status == "completed":
+        previous = pause.recent_outcomes(store, job.name, 2, since_resume=False)
+        if len(previous) == 2 and previous[1] in pause.FAILED:
+            alerts.emit(project, "run.recovered", job.name, run_id,
+                        f"{job.name} completed again after failed runs",
+                        {"previous_status": previous[1]}, cause=run_id)

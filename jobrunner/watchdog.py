@@ -1,0 +1,137 @@
+"""`jobrunner check`: the watchdog for a second crontab line. It finds stale locks,
+crashed runs, paused jobs and missed schedules, alerts on each once, and retries the
+alert outbox. Time is passed in (`now`) so the logic is testable."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from jobrunner.store import Store, iso, parse_iso, utcnow
+
+# How far back `check` looks for missed slots (and never before a job's first run).
+LOOKBACK = timedelta(hours=24)
+MAX_SLOTS = 20_000
+
+
+@dataclass
+class Finding:
+    kind: str  # stale | crashed | held | paused | missed | undelivered | invalid
+    job: str | None
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(project: Any, now: datetime | None = None) -> list[Finding]:
+    """Look at every job once; alert on what is wrong; return what was found."""
+    from jobrunner import alerts
+    from jobrunner.jobfile import load_all
+
+    now = now or utcnow()
+    store = Store.open(project.state_dir)
+    jobs, problems = load_all(project)
+    findings = [Finding("invalid", None, p) for p in problems]
+    for job in jobs:
+        findings += _lock_findings(project, store, job, now)
+        findings += _pause_findings(store, job)
+        findings += _missed_findings(project, store, job, now)
+    alerts.deliver_pending(project)
+    waiting = alerts.undelivered(project)
+    if waiting:
+        findings.append(Finding("undelivered", None,
+                                f"{waiting} alert deliveries still waiting in the outbox "
+                                "(see `jobrunner alerts`)", {"count": waiting}))
+    return findings
+
+
+def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[Finding]:
+    from jobrunner import alerts, recovery
+    from jobrunner.lock import Acquired, RunLock, inspect
+    from jobrunner.runner import locks_dir
+
+    lock = RunLock(locks_dir(project), f"job-{job.name}")
+    state = inspect(lock, job.spec.lock.stale_after, now)
+    meta = state.meta
+    if state.state == "stale":
+        holder = meta.get("run_id") or ""
+        alerts.emit(project, "lock.stale", job.name, holder,
+                    f"{job.name}: run {holder} has held the lock since {meta.get('started_at')}, "
+                    "past lock.stale_after", {"holder": meta}, cause=holder, once=True)
+        return [Finding("stale", job.name, recovery.stale_message(job, meta), state.as_json())]
+    if state.state != "crashed":
+        return []
+    got = lock.try_acquire()
+    if not isinstance(got, Acquired):
+        return []  # a run started meanwhile; it handles what was left
+    try:
+        if got.left_behind:
+            recovery.record_crash(project, store, got.left_behind, job)
+            lock.mark_crashed(got.left_behind)
+            return [Finding("crashed", job.name, f"{job.name}: run {meta.get('run_id')} died "
+                            "without finishing; recorded as crashed", state.as_json())]
+        if job.spec.lock.after_crash == "hold":
+            return [Finding("held", job.name, f"{job.name}: will not run after the crash of run "
+                            f"{meta.get('run_id')} until `jobrunner unlock {job.name}`",
+                            state.as_json())]
+        return []
+    finally:
+        lock.release(keep_meta=True)
+
+
+def _pause_findings(store: Store, job: Any) -> list[Finding]:
+    from jobrunner.pause import is_paused
+
+    paused = is_paused(store, job.name)
+    if not paused:
+        return []
+    return [Finding("paused", job.name, f"{job.name}: paused since {paused['paused_at']} "
+                    f"({paused['reason']}); `jobrunner resume {job.name}` lifts it", paused)]
+
+
+def missed_slots(store: Store, job: Any, now: datetime) -> list[datetime]:
+    """Fire times more than `misfire_grace` ago with no run started for them, after the
+    job's first run and after the last slot already alerted, within LOOKBACK."""
+    with store.connect() as conn:
+        first = conn.execute("SELECT MIN(started_at) FROM runs WHERE job = ?",
+                             (job.name,)).fetchone()[0]
+        if not first:
+            return []  # never run: not set up yet, nothing to miss
+        alerted = conn.execute(
+            "SELECT MAX(cause) FROM alerts WHERE event = 'job.missed' AND job = ?", (job.name,)
+        ).fetchone()[0]
+        start = max(t for t in (parse_iso(first), parse_iso(alerted), now - LOOKBACK) if t)
+        rows = conn.execute("SELECT started_at, slot FROM runs WHERE job = ? AND started_at >= ?",
+                            (job.name, iso(start - timedelta(days=1)))).fetchall()
+    started = sorted(t for t in (parse_iso(r["started_at"]) for r in rows) if t)
+    slots_run = {r["slot"] for r in rows if r["slot"]}
+    grace = timedelta(seconds=job.spec.misfire_grace)
+    schedule = job.schedule()
+    missed: list[datetime] = []
+    for count, slot in enumerate(schedule.iter_after(start)):
+        if slot > now - grace or count >= MAX_SLOTS:
+            break
+        until = max(schedule.next_after(slot), slot + grace)
+        if iso(slot) in slots_run or any(slot <= t <= until for t in started):
+            continue
+        missed.append(slot)
+    return missed
+
+
+def _missed_findings(project: Any, store: Store, job: Any, now: datetime) -> list[Finding]:
+    from jobrunner import alerts
+
+    missed = missed_slots(store, job, now)
+    if not missed:
+        return []
+    last = iso(missed[-1]) or ""
+    shown = ", ".join(iso(s) or "" for s in missed[:5]) + (" …" if len(missed) > 5 else "")
+    message = (f"{job.name}: {len(missed)} scheduled run(s) did not start: {shown} "
+               "(is its crontab line or the daemon running?)")
+    alerts.emit(project, "job.missed", job.name, None, message,
+                {"slots": [iso(s) for s in missed[:50]], "count": len(missed)},
+                cause=last, once=True)
+    return [Finding("missed", job.name, message, {"slots": [iso(s) for s in missed[:50]]})]

@@ -1,0 +1,185 @@
+"""Locks with real processes: 50 at once, kill -9, stale holders, terminate, hold, unlock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.fake_api import tool_turn
+from tests.test_run_path import MEMORY, finish
+
+HOLD_TOOL = '''
+import os
+import pathlib
+import time
+from jobrunner import tool
+
+@tool(risk="low", side_effect=False, timeout=300)
+def hold(marker: str) -> str:
+    """Record that a session started, then wait until the test releases it."""
+    root = pathlib.Path(os.environ["HOLD_DIR"])
+    with open(root / "sessions.txt", "a") as handle:
+        handle.write(f"{os.getpid()}\\n")
+    for _ in range(3000):
+        if (root / "release").exists():
+            return "released"
+        time.sleep(0.1)
+    return "never released"
+'''
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture
+def holding(project, tmp_path):
+    """A project with a job `hold` whose session blocks in a tool until released."""
+    hold_dir = tmp_path / "hold"
+    hold_dir.mkdir()
+    project.env["HOLD_DIR"] = str(hold_dir)
+    project.tool_file("hold", HOLD_TOOL)
+    project.hold_dir = hold_dir
+    project.sessions = lambda: (hold_dir / "sessions.txt").read_text().split() \
+        if (hold_dir / "sessions.txt").exists() else []
+    project.release = lambda: (hold_dir / "release").write_text("go")
+    return project
+
+
+def session_turns(hold: bool = True):
+    turns = [tool_turn([("hold", {"marker": "x"})])] if hold else []
+    return [*turns, tool_turn([("update_memory", MEMORY)]), tool_turn([finish()])]
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_fifty_simultaneous_runs_make_one_session(holding, fake_api, attempt):
+    holding.job("busy", tools=["hold"])
+    fake_api.enqueue(*session_turns())
+    procs = [holding.popen("run", "busy") for _ in range(50)]
+    try:
+        # 49 are skipped at once; the one session waits in its tool until they are all done.
+        wait_for(lambda: sum(p.poll() is not None for p in procs) >= 49, 240, "49 exits")
+        [lock] = holding.run("locks", "--json").json()
+        [running] = [r for r in holding.runs("busy") if r["status"] == "running"]
+        assert (lock["state"], lock["run_id"]) == ("held", running["id"])
+        holding.release()
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [p.returncode for p in procs] == [0] * 50, [r[1] for r in results if r[1]]
+    assert all(out == "" for out, _ in results)
+    assert len(holding.sessions()) == 1
+    assert len(fake_api.message_requests) == 3  # one session: hold, update_memory, finish
+    statuses = [r["status"] for r in holding.runs("busy")]
+    assert statuses.count("completed") == 1 and statuses.count("skipped") == 49
+
+
+def test_kill_9_mid_tool_is_recorded_crashed_once_and_the_next_run_runs(holding, fake_api):
+    holding.job("fragile", tools=["hold"])
+    fake_api.enqueue(tool_turn([("hold", {"marker": "x"})]))
+    victim = holding.popen("run", "fragile")
+    wait_for(holding.sessions, what="the session to reach its tool")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate(timeout=30)
+
+    locks = holding.run("locks", "--json").json()
+    assert [(lk["job"], lk["state"]) for lk in locks] == [("fragile", "crashed")]
+
+    for _ in range(2):
+        fake_api.enqueue(*session_turns(hold=False))
+        ran = holding.run("run", "fragile")
+        assert ran.code == 0, ran.stderr
+    runs = holding.runs("fragile")
+    assert [r["status"] for r in runs] == ["completed", "completed", "crashed"]
+    assert runs[2]["stop_reason"] == "process_died"
+    crashed = [a for a in holding.alerts() if a["event"] == "run.crashed"]
+    assert len(crashed) == 1 and crashed[0]["run_id"] == runs[2]["id"]
+    assert holding.run("locks", "--json").json()[0]["state"] == "free"
+
+
+def test_a_run_past_stale_after_alerts_once_and_later_runs_exit_75(holding, fake_api):
+    holding.job("slow", '[lock]\nstale_after = "2s"\n', tools=["hold"])
+    fake_api.enqueue(*session_turns())
+    holder = holding.popen("run", "slow")
+    try:
+        wait_for(holding.sessions, what="the session to reach its tool")
+        wait_for(lambda: holding.run("locks", "--json").json()[0]["state"] == "stale", 30,
+                 "the lock to turn stale")
+        refused = holding.run("unlock", "slow")
+        assert refused.code == 1 and "not unlocked" in refused.stderr
+        for _ in range(3):  # three cron ticks
+            tick = holding.run("run", "slow")
+            assert tick.code == 75
+            assert "longer than lock.stale_after" in tick.stderr
+        checked = holding.run("check")
+        assert checked.code == 1 and "stale:" in checked.stdout
+        stale = [a for a in holding.alerts() if a["event"] == "lock.stale"]
+        assert len(stale) == 1
+        assert len(holding.sessions()) == 1  # nothing ran beside the holder
+    finally:
+        holding.release()
+        out, err = holder.communicate(timeout=60)
+    assert holder.returncode == 0, err
+    runs = holding.runs("slow")
+    assert [r["stop_reason"] for r in runs if r["status"] == "skipped"] == ["lock_stale"] * 3
+    assert holding.run("locks", "--json").json()[0]["state"] == "free"
+
+
+def test_on_stale_terminate_stops_the_holder_and_runs(holding, fake_api):
+    holding.job("hung", '[lock]\nstale_after = "1s"\non_stale = "terminate"\n'
+                'terminate_grace = "5s"\n', tools=["hold"])
+    fake_api.enqueue(tool_turn([("hold", {"marker": "x"})]))
+    holder = holding.popen("run", "hung")
+    try:
+        wait_for(holding.sessions, what="the session to reach its tool")
+        wait_for(lambda: holding.run("locks", "--json").json()[0]["state"] == "stale", 30,
+                 "the lock to turn stale")
+        fake_api.enqueue(*session_turns(hold=False))
+        ran = holding.run("run", "hung")
+        assert ran.code == 0, ran.stderr
+        holder.communicate(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert holder.returncode is not None
+    runs = holding.runs("hung")
+    assert [r["status"] for r in runs] == ["completed", "crashed"]
+    assert runs[1]["stop_reason"] == "stale_terminated"
+    assert [a["event"] for a in holding.alerts()].count("lock.stale") == 1
+
+
+def test_after_crash_hold_refuses_until_unlock(holding, fake_api):
+    holding.job("careful", '[lock]\nafter_crash = "hold"\n', tools=["hold"])
+    fake_api.enqueue(tool_turn([("hold", {"marker": "x"})]))
+    victim = holding.popen("run", "careful")
+    wait_for(holding.sessions, what="the session to reach its tool")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate(timeout=30)
+    requests = len(fake_api.message_requests)
+    for _ in range(2):
+        refused = holding.run("run", "careful")
+        assert refused.code == 75 and "jobrunner unlock careful" in refused.stderr
+    assert len(fake_api.message_requests) == requests
+    assert [a["event"] for a in holding.alerts()] == ["run.crashed"]
+    assert holding.run("locks", "--json").json()[0]["state"] == "crashed"
+    checked = holding.run("check", "--json")
+    assert checked.code == 1
+    assert [f["kind"] for f in checked.json()["findings"]] == ["held"]
+
+    unlocked = holding.run("unlock", "careful")
+    assert unlocked.code == 0 and "cleared" in unlocked.stdout
+    fake_api.enqueue(*session_turns(hold=False))
+    assert holding.run("run", "careful").code == 0
+    assert [r["status"] for r in holding.runs("careful")] == [
+        "completed", "skipped", "skipped", "crashed"]
