@@ -241,4 +241,5 @@ def test_a_run_killed_mid_session_is_in_the_failure_log_of_the_next(project, fak
     memory = project.memory("fragile")
     assert f"run {dead['id']} crashed: the process (pid {doomed.pid} " in memory
     assert "- Check the feed first." in memory  # the agent's own rewrite went on top
-    assert [a["event"] for a in project.alerts()] == ["run.crashed"]
+    # the crash is alerted once; the completion after it is a recovery
+    assert [a["event"] for a in project.alerts()] == ["run.crashed", "run.recovered"]
