@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from jobrunner.errors import ConfigError
 from jobrunner.pricing import BUILTIN_PRICES, Price
@@ -64,6 +64,18 @@ class AlertChannel(StrictModel):
         return value
 
 
+    @model_validator(mode="after")
+    def _needs(self) -> AlertChannel:
+        # A channel missing what it needs would only fail at 3 a.m., when an alert is due.
+        if self.type == "webhook" and not self.url.startswith(("http://", "https://")):
+            raise ValueError("a webhook channel needs url = \"https://...\"")
+        if self.type == "email" and not self.to:
+            raise ValueError("an email channel needs to = [\"address\", ...]")
+        if self.type == "command" and not self.command:
+            raise ValueError("a command channel needs command = [\"program\", \"arg\", ...]")
+        return self
+
+
 class AlertSettings(StrictModel):
     channels: list[AlertChannel] = Field(default_factory=list)
     cooldown: Duration = 3600.0  # the same event, job and cause alert once per this
@@ -80,6 +92,12 @@ class Settings(StrictModel):
     pricing: dict[str, PriceSetting] = Field(default_factory=dict)
     smtp: SmtpSettings | None = None
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+
+    @model_validator(mode="after")
+    def _email_needs_smtp(self) -> Settings:
+        if self.smtp is None and any(c.type == "email" for c in self.alerts.channels):
+            raise ValueError("an email alert channel needs an [smtp] table")
+        return self
 
     def prices(self) -> dict[str, Price]:
         """Built-in prices with this project's overrides applied."""

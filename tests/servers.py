@@ -37,11 +37,11 @@ class SmtpSink:
 
 
 class SmtpServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         from aiosmtpd.controller import Controller
 
         self.sink = SmtpSink()
-        self.port = free_port()
+        self.port = port or free_port()
         self.controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
 
     def __enter__(self) -> SmtpServer:

@@ -116,3 +116,21 @@ def test_no_project_found(tmp_path, project):
     result = project.run("list", cwd=outside)
     assert result.code == 2
     assert "no jobrunner project here or above" in result.stderr
+
+
+@pytest.mark.parametrize(("channel", "expected"), [
+    ('type = "webhook"\n', ':3: alerts.channels.0: a webhook channel needs url'),
+    ('type = "email"\nto = ["ops@example.com"]\n', ':1: (file): an email alert channel needs '
+     'an [smtp] table'),
+    ('type = "command"\n', ':3: alerts.channels.0: a command channel needs command'),
+    ('type = "pager"\n', ":4: alerts.channels.0.type: Input should be 'log', 'webhook', "),
+    ('type = "log"\nevents = ["run.exploded"]\n',
+     ":5: alerts.channels.0.events: unknown event 'run.exploded'"),
+])
+def test_bad_alert_channel_is_refused_before_anything_runs(project, channel, expected):
+    settings = project.root / "jobrunner.toml"
+    settings.write_text(settings.read_text() + "\n[[alerts.channels]]\n" + channel)
+    project.write("jobs/ok.toml", GOOD)
+    result = project.run("validate")
+    assert result.code == 2
+    assert f"\njobrunner.toml{expected}" in "\n" + result.stderr, result.stderr

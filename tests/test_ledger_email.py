@@ -111,3 +111,27 @@ def test_kill_mid_send_leaves_it_in_doubt_until_resolved(daily, smtp):
     assert len(smtp.sink.messages) == 1  # it happened: not sent again
     [entry] = daily.run("ledger", "--json").json()
     assert entry["state"] == "done" and entry["resolved_by"]
+
+
+def test_dead_smtp_is_a_plain_failure_and_the_next_run_sends_once(example_project):
+    """Connection refused: the email certainly did not leave, so the run aborts with a
+    report, nothing is left in doubt, and the next run (server back) sends it once."""
+    from tests.servers import free_port
+
+    port = free_port()  # nothing listens here yet
+    settings = example_project.root / "jobrunner.toml"
+    settings.write_text(settings.read_text() + f'\n[smtp]\nhost = "127.0.0.1"\nport = {port}\n'
+                        "starttls = false\ntimeout = 2\n")
+    dead = example_project.run("run", "daily-email")
+    assert dead.code == 1
+    assert "ended ABORTED (tool_failed)" in dead.stderr
+    assert "email not sent: cannot reach SMTP server 127.0.0.1" in dead.stderr
+    ledger = example_project.run("ledger", "--json").json()
+    assert [e["status"] for e in ledger] == ["failed"]
+    assert [a["event"] for a in example_project.alerts()] == ["run.aborted"]
+
+    with SmtpServer(port=port) as server:
+        again = example_project.run("run", "daily-email")
+        assert again.code == 0, again.stderr
+        assert len(server.sink.messages) == 1
+        assert "Signups for Friday 20 November: 147." in server.sink.messages[0]

@@ -45,9 +45,14 @@ def send_email(to: list[str], subject: str, body: str) -> ToolResult:
         path = outbox / f"{stamp}-{context.job_name}-{context.run_id}.eml"
         path.write_bytes(bytes(message))
         return ToolResult(data={"delivered": "outbox", "path": str(path), "to": to})
-    from jobrunner.mail import send_message
+    from jobrunner.mail import NotSent, send_message
 
-    send_message(settings.smtp, message)
+    try:
+        send_message(settings.smtp, message)
+    except NotSent as exc:
+        # Certainly not sent: a plain failure, so the ledger lets a later run try again.
+        # Anything else raised may have been sent, and stays in doubt.
+        return ToolResult(ok=False, error=f"email not sent: {exc}")
     return ToolResult(data={"delivered": "smtp", "to": to, "message_id": message["Message-ID"]})
 
 
