@@ -42,11 +42,11 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{path}:1: cannot read: {exc.strerror}") from exc
+        raise ConfigError(f"{path}:1: file: cannot read: {exc.strerror}") from exc
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}:1: not UTF-8 text") from exc
+        raise ConfigError(f"{path}:1: file: not UTF-8 text") from exc
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
