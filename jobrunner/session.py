@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -91,6 +92,22 @@ def session_tool_definitions() -> list[dict[str, Any]]:
          "input_schema": schema(MemoryUpdate)},
         {"name": "finish", "description": FINISH_DESCRIPTION, "input_schema": schema(FinishArgs)},
     ]
+
+
+# Characters that read as < or > (fullwidth, small forms, guillemets, angle brackets), and
+# invisible format characters that could hide inside a marker.
+_LOOKALIKE = str.maketrans(dict.fromkeys("\uff1c\ufe64\u2039\u2329\u27e8\u3008\u276e", "<")
+                           | dict.fromkeys("\uff1e\ufe65\u203a\u232a\u27e9\u3009\u276f", ">"))
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_BRACKET_RUN = re.compile(r"<{3,}|>{3,}")
+
+
+def neutralise_markers(text: str) -> str:
+    """Make anything that looks like a boundary marker inert, so tool output cannot close
+    its fence: look-alike brackets become plain, invisibles go, and every run of three or
+    more brackets is spaced out."""
+    text = _INVISIBLE.sub("", text).translate(_LOOKALIKE)
+    return _BRACKET_RUN.sub(lambda m: " ".join(m.group()), text)
 
 
 @dataclass
@@ -199,8 +216,7 @@ class Session:
         original = len(text)
         if original > limit:
             text = text[:limit] + f"\n[truncated: {original} characters in all, {limit} shown]"
-        # Neutralise anything that looks like our markers, so output cannot close its fence.
-        text = text.replace("<<<", "<< <").replace(">>>", "> >>")
+        text = neutralise_markers(text)
         return f"<<<tool-output {self.nonce}>>>\n{text}\n<<<end-tool-output {self.nonce}>>>"
 
     # -- the loop -----------------------------------------------------------------------------
