@@ -60,7 +60,8 @@ def test_fault_matrix_under_concurrency(project, fake_api):
     for name, (_, status, reason, requests) in MATRIX.items():
         _, stderr = outputs[name]
         record = records[name]
-        assert (record["status"], record["stop_reason"]) == (status, reason), (name, record["report"])
+        assert (record["status"], record["stop_reason"]) == (status, reason), \
+            (name, record["report"])
         assert procs[name].returncode == EXIT[status], (name, stderr)
         assert seen[name] == requests, (name, seen[name])
         if status == "completed":
