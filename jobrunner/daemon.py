@@ -133,7 +133,9 @@ class Daemon:
         self.jobs = fresh
 
     def fire(self, name: str) -> None:
-        """One firing (in a scheduler thread): jitter, the concurrency cap, a child run."""
+        """One firing (in a scheduler thread): find the slot, then hand the launch to a
+        thread of its own, so a long run or a full concurrency cap never holds up the
+        scheduler's workers and every other job's firing."""
         job = self.jobs.get(name)
         if job is None:
             return
@@ -142,6 +144,12 @@ class Daemon:
         if slot is None:
             log(f"{name}: fired with no slot in the last {window}; not run")
             return
+        threading.Thread(target=self._launch, args=(job, slot, window),
+                         name=f"run-{name}", daemon=True).start()
+
+    def _launch(self, job: Job, slot: datetime, window: timedelta) -> None:
+        """Jitter, the concurrency cap, then a child `jobrunner run` and its exit."""
+        name = job.name
         if job.spec.jitter and self.stop.wait(random.uniform(0, job.spec.jitter)):
             return
         while not self.slots.acquire(timeout=0.5):
