@@ -56,6 +56,14 @@ def hang(seconds: float) -> str:
     time.sleep(seconds)
     _log("hang_finished", seconds=seconds)
     return "late"
+
+@tool(risk="low", side_effect=False, timeout=300)
+def slow(seconds: float) -> str:
+    """A slow but patient backend."""
+    _log("slow", seconds=seconds)
+    time.sleep(seconds)
+    _log("slow_finished", seconds=seconds)
+    return "late"
 '''
 
 

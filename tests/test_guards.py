@@ -75,6 +75,16 @@ def test_timed_out_tool_ends_the_run_and_does_not_keep_the_process(project, fake
     assert project.run("run", "job").code == 0
 
 
+def test_tool_is_cut_off_when_the_run_time_runs_out(project, fake_api):
+    # The tool may take 300 s; the run only has 10 s in all, and that bounds the tool too.
+    setup(project, body=limits(max_seconds="10s"), tools=["slow"])
+    fake_api.enqueue(tool_turn([("slow", {"seconds": 120})]))
+    ran = project.run("run", "job", timeout=60)
+    assert ran.code == 3
+    assert "ended LIMIT (max_seconds)" in ran.stderr and "ran out during tool slow" in ran.stderr
+    assert [c["tool"] for c in calls(project)] == ["slow"]
+
+
 def test_invalid_call_is_answered_with_the_schema_and_the_model_can_correct(project, fake_api):
     setup(project, tools=["search"])
     fake_api.enqueue(
