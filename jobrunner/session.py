@@ -424,8 +424,15 @@ class Session:
         if name == "update_memory":
             return self._update_memory(block)
         if name not in self.job.spec.tools:
+            import difflib
+
             valid = ", ".join([*self.job.spec.tools, "update_memory", "finish"])
-            return self._invalid(block, f"unknown tool {name!r}; the tools are: {valid}")
+            message = f"unknown tool {name!r}; the tools are: {valid}"
+            close = difflib.get_close_matches(str(name), self.job.spec.tools, n=1)
+            if close:
+                schema = json.dumps(self.tools[close[0]].input_schema(), separators=(",", ":"))
+                message += f". Did you mean {close[0]!r}? Its schema: {schema}"
+            return self._invalid(block, message)
         spec = self.tools[name]
         validated, problem = dispatch.validate_args(spec, args)
         if problem:

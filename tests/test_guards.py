@@ -114,6 +114,7 @@ def test_max_invalid_calls_aborts(project, fake_api):
     [answer] = tool_results(fake_api.message_requests[1])
     assert answer["is_error"] and "unknown tool 'serach'" in answer["content"]
     assert "search" in answer["content"].split("the tools are:")[1]
+    assert "Did you mean 'search'? Its schema:" in answer["content"]
     assert len(fake_api.message_requests) == 2  # the second invalid call (limit 2) ended it
     assert calls(project) == []
     assert project.runs()[0]["status"] == "aborted"
