@@ -76,8 +76,8 @@ def test_timed_out_tool_ends_the_run_and_does_not_keep_the_process(project, fake
 
 
 def test_tool_is_cut_off_when_the_run_time_runs_out(project, fake_api):
-    # The tool may take 300 s; the run only has 10 s in all, and that bounds the tool too.
-    setup(project, body=limits(max_seconds="10s"), tools=["slow"])
+    # The tool may take 300 s; the run only has 15 s in all, and that bounds the tool too.
+    setup(project, body=limits(max_seconds="15s"), tools=["slow"])
     fake_api.enqueue(tool_turn([("slow", {"seconds": 120})]))
     ran = project.run("run", "job", timeout=60)
     assert ran.code == 3
