@@ -48,7 +48,8 @@ def before_model_call(
     remaining_seconds: float,
     spent_today_usd: float,
 ) -> Go | Stop:
-    """Steps, time, tokens and money, checked against the worst case of the next call."""
+    """Steps, time, tokens and money, checked against the worst case of the next call:
+    `request_tokens` as the request stands, and the whole reply allowance spent."""
     if state.steps >= limits.max_steps:
         return Stop("limit", "max_steps", f"reached max_steps ({limits.max_steps})")
     if remaining_seconds <= 1:
@@ -65,28 +66,34 @@ def before_model_call(
     if max_tokens < 1:
         return Stop("limit", "max_output_tokens",
                     f"reached max_output_tokens ({limits.max_output_tokens})")
-    # Shrink the reply allowance to what the money left can pay for, worst case.
+    # Shrink the reply allowance to what the money left can pay for, worst case; stop when
+    # not even a useful reply fits.
+    floor = min(MIN_OUTPUT_TOKENS, max_tokens)
     for budget, reason, spent in (
         (limits.max_cost_usd, "max_cost_usd", state.cost_usd),
         (limits.max_cost_usd_per_day, "max_cost_usd_per_day", spent_today_usd + state.cost_usd),
     ):
         left = budget - spent
-        while max_tokens >= MIN_OUTPUT_TOKENS and \
-                worst_case_cost(price, request_tokens, max_tokens) > left:
-            max_tokens //= 2
-        if worst_case_cost(price, request_tokens, max_tokens) > left or \
-                max_tokens < min(MIN_OUTPUT_TOKENS, limits.max_tokens_per_call):
-            worst = worst_case_cost(price, request_tokens, MIN_OUTPUT_TOKENS)
+        while max_tokens > floor and worst_case_cost(price, request_tokens, max_tokens) > left:
+            max_tokens = max(floor, max_tokens // 2)
+        worst = worst_case_cost(price, request_tokens, max_tokens)
+        if worst > left:
+            scope = "today, across runs of this job" if reason.endswith("per_day") else "this run"
             return Stop(
                 "limit", reason,
-                f"the next call could cost up to ${worst:.4f}; only ${max(left, 0):.4f} of "
-                f"{reason} (${budget:.2f}) is left",
+                f"the next model call could cost up to ${worst:.4f} but only "
+                f"${max(left, 0):.4f} of {reason} (${budget:.2f}, {scope}) is left; "
+                f"${spent:.4f} spent",
             )
     return Go(max_tokens=max_tokens)
 
 
 def after_model_call(limits: Limits, state: Any) -> Stop | None:
-    """Token totals as the API reported them."""
+    """Token totals as the API reported them (estimates before a call can be short)."""
+    if state.usage.prompt_tokens > limits.max_input_tokens:
+        return Stop("limit", "max_input_tokens",
+                    f"used {state.usage.prompt_tokens} input tokens "
+                    f"(max_input_tokens {limits.max_input_tokens})")
     if state.usage.output_tokens > limits.max_output_tokens:
         return Stop("limit", "max_output_tokens",
                     f"used {state.usage.output_tokens} output tokens "
@@ -103,9 +110,15 @@ def before_tool_call(limits: Limits, state: Any, name: str, args: dict[str, Any]
     count = state.call_counts.get(key, 0) + 1
     state.call_counts[key] = count
     if count >= LOOP_REPEATS:
-        return Stop("limit", "loop",
-                    f"{name} called {count} times with the same arguments: a loop")
+        # A loop is the model misbehaving, not a budget running out: aborted, like a stall,
+        # so jobrunner writes it into the agent's failure log for the next session.
+        return Stop("aborted", "loop",
+                    f"{name} asked for a {_nth(count)} time with the same arguments: a loop")
     return None
+
+
+def _nth(n: int) -> str:
+    return {1: "first", 2: "second", 3: "third"}.get(n, f"{n}th")
 
 
 def elide_old_results(

@@ -43,6 +43,7 @@ class Limits(StrictModel):
     max_tool_calls: int = Field(30, ge=0)
     max_invalid_calls: int = Field(2, ge=0)
     max_seconds: Duration = 300.0
+    model_timeout: Duration = 300.0  # one model call; never longer than the run's time left
     max_input_tokens: int = Field(200_000, ge=1)
     max_output_tokens: int = Field(20_000, ge=1)
     max_tokens_per_call: int = Field(4096, ge=1)

@@ -292,6 +292,10 @@ def build_report(job: Job, run_id: str, result) -> str:
             items = getattr(state.finish, label)
             if items:
                 lines.append(f"  {label}: " + "; ".join(items))
+    elif state.last_text:
+        # The partial output: what the model last said before the run was stopped.
+        text = " ".join(state.last_text.split())
+        lines.append(f"  model's last words: {text[:400]}{'...' if len(text) > 400 else ''}")
     lines.append(
         f"  spent: {state.steps} steps, {state.tool_calls} tool calls, "
         f"{state.usage.prompt_tokens} input / {state.usage.output_tokens} output tokens, "
@@ -319,8 +323,10 @@ def _finish(project, store, trace, job, run_id, status, stop_reason, report, res
             cache_read_tokens=state.usage.cache_read_input_tokens,
             cache_write_tokens=state.usage.cache_creation_input_tokens,
             cost_usd=round(state.cost_usd, 6),
-            summary=state.finish.summary if state.finish else None,
+            summary=state.finish.summary if state.finish else (state.last_text or None),
         )
+        if stop_reason == "max_cost_usd_per_day" and state.steps == 0:
+            fields["exit_code"] = errors.EXIT_TEMPFAIL  # the day's budget was spent already
     store.update_run(run_id, **fields)
     trace.emit("run.end", status=status, stop_reason=stop_reason, report=report or None,
                exit_code=fields["exit_code"])

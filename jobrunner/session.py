@@ -8,6 +8,7 @@ call too many, a limit, a loop or a stall each end the session with a status and
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import secrets
@@ -29,8 +30,8 @@ from jobrunner.tools.api import ToolSpec
 from jobrunner.trace import Trace
 
 MAX_MEMORY_REWRITES = 3
-MODEL_CALL_TIMEOUT = 300.0
-RETRY_CAP_SECONDS = 60.0
+RETRY_BASE_SECONDS = 0.5
+RETRY_CAP_SECONDS = 30.0  # backoff ceiling; a server's retry-after is bounded by the run's time
 
 RULES = """\
 You are an agent run by jobrunner: unattended, on a schedule, with no person watching.
@@ -141,6 +142,10 @@ class RunState:
     last_turn_signature: str | None = None
     untrusted: bool = False
     last_text: str = ""
+    # How far the API's token counts ran above our estimate (never below 1): worst-case
+    # checks scale the next request's estimate by it, so a cost limit cannot be overrun.
+    token_ratio: float = 1.0
+    last_estimate: int = 0
 
 
 @dataclass
@@ -234,7 +239,9 @@ class Session:
         )
         while True:
             guards.elide_old_results(self.messages, system, tool_defs, self.job.limits, self.trace)
-            request_tokens = guards.estimate_request_tokens(system, self.messages, tool_defs)
+            estimate = guards.estimate_request_tokens(system, self.messages, tool_defs)
+            self.state.last_estimate = estimate
+            request_tokens = math.ceil(estimate * self.state.token_ratio)
             check = guards.before_model_call(
                 self.job.limits, self.state, self.price, request_tokens,
                 self.remaining_seconds(), self.spent_today_usd,
@@ -262,21 +269,23 @@ class Session:
     ) -> ModelTurn | ModelError:
         """One model call with jobrunner's own retry policy, every attempt traced."""
         limits = self.job.limits
+        messages = _mark_cache_point(self.messages)
         attempt = 0
         while True:
             attempt += 1
             remaining = self.remaining_seconds()
             if remaining <= 1:
                 return ModelError("deadline", "the run's time ran out", retryable=False)
-            timeout = min(MODEL_CALL_TIMEOUT, remaining)
+            timeout = min(limits.model_timeout, remaining)
             self.trace.emit(
                 "model.request", step=self.state.steps + 1, attempt=attempt,
                 messages=len(self.messages), max_tokens=max_tokens, timeout=round(timeout, 1),
+                estimated_input_tokens=self.state.last_estimate,
             )
             started = time.monotonic()
             result = self.client.request(
                 ModelRequest(
-                    model=self.job.spec.model, system=system, messages=self.messages,
+                    model=self.job.spec.model, system=system, messages=messages,
                     tools=tool_defs, max_tokens=max_tokens, timeout=timeout,
                 )
             )
@@ -290,39 +299,43 @@ class Session:
                 retry_after=result.retry_after, request_id=result.request_id,
                 duration_s=duration,
             )
-            if not result.retryable or attempt > limits.max_model_retries:
-                if result.retryable:
-                    result.message += f" (gave up after {attempt} attempts)"
+            if not result.retryable:
                 return result
-            delay = min(RETRY_CAP_SECONDS, 1.0 * 2 ** (attempt - 1)) * random.uniform(0.75, 1.0)
+            if attempt > limits.max_model_retries:
+                result.message += (
+                    f" (gave up after {attempt} attempts; limits.max_model_retries = "
+                    f"{limits.max_model_retries})"
+                )
+                return result
             if result.retry_after is not None:
-                delay = max(delay, result.retry_after)
+                delay = result.retry_after  # the server knows best; the run's time bounds it
+            else:
+                delay = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+                delay *= random.uniform(0.75, 1.0)
             if delay >= self.remaining_seconds() - 1:
                 return ModelError(
                     "deadline",
-                    f"{result.message}; retrying would pass the run's time limit",
+                    f"{result.message}; waiting {delay:.1f}s to retry would pass the run's "
+                    f"time limit (max_seconds {limits.max_seconds:g})",
                     retryable=False,
                 )
-            self.trace.emit("model.retry", attempt=attempt, delay_s=round(delay, 2))
+            self.trace.emit("model.retry", attempt=attempt, delay_s=round(delay, 3),
+                            reason=result.kind)
             time.sleep(delay)
 
     def _account(self, turn: ModelTurn, duration: float) -> None:
         state = self.state
         state.steps += 1
         u = turn.usage
-        state.usage = Usage(
-            input_tokens=state.usage.input_tokens + u.input_tokens,
-            output_tokens=state.usage.output_tokens + u.output_tokens,
-            cache_creation_input_tokens=state.usage.cache_creation_input_tokens
-            + u.cache_creation_input_tokens,
-            cache_read_input_tokens=state.usage.cache_read_input_tokens
-            + u.cache_read_input_tokens,
-        )
+        state.usage = state.usage + u
+        if state.last_estimate and u.prompt_tokens > state.last_estimate:
+            state.token_ratio = max(state.token_ratio, u.prompt_tokens / state.last_estimate)
         call_cost = cost_usd(self.price, u)
         state.cost_usd += call_cost
         texts = [b.get("text", "") for b in turn.content if b.get("type") == "text"]
         if any(texts):
-            state.last_text = "\n".join(t for t in texts if t)
+            # Kept as the run's partial output when a limit ends it before `finish`.
+            state.last_text = self.redactor.text("\n".join(t for t in texts if t))
         self.trace.emit(
             "model.response", step=state.steps, stop_reason=turn.stop_reason,
             request_id=turn.request_id, duration_s=duration,
@@ -370,7 +383,10 @@ class Session:
         stop: SessionResult | None = None
         for block in uses:
             if stop is not None:
-                results.append(self._not_executed(block, "the run was stopped"))
+                results.append(self._not_executed(block, "the run was stopped before it"))
+                continue
+            if state.finish is not None:
+                results.append(self._not_executed(block, "asked for after finish"))
                 continue
             result, stop = self._handle_call(block)
             results.append(result)
@@ -407,7 +423,7 @@ class Session:
                         invalid_calls=state.invalid_calls)
         result = {"type": "tool_result", "tool_use_id": block.get("id"), "is_error": True,
                   "content": message}
-        if state.invalid_calls > self.job.limits.max_invalid_calls:
+        if state.invalid_calls >= self.job.limits.max_invalid_calls:
             return result, self._end(
                 "aborted", "max_invalid_calls",
                 f"{state.invalid_calls} invalid tool calls (limit "
@@ -424,8 +440,15 @@ class Session:
         if name == "update_memory":
             return self._update_memory(block)
         if name not in self.job.spec.tools:
+            import difflib
+
             valid = ", ".join([*self.job.spec.tools, "update_memory", "finish"])
-            return self._invalid(block, f"unknown tool {name!r}; the tools are: {valid}")
+            message = f"unknown tool {name!r}; the tools are: {valid}"
+            close = difflib.get_close_matches(str(name), self.job.spec.tools, n=1)
+            if close:
+                schema = json.dumps(self.tools[close[0]].input_schema(), separators=(",", ":"))
+                message += f". Did you mean {close[0]!r}? Its schema: {schema}"
+            return self._invalid(block, message)
         spec = self.tools[name]
         validated, problem = dispatch.validate_args(spec, args)
         if problem:
@@ -470,10 +493,20 @@ class Session:
         if not outcome.ok:
             state.actions.append(Action(state.steps, name, validated, "failed",
                                         outcome.error or ""))
+            status, reason = "aborted", "tool_failed"
             detail = f"tool {name} failed: {outcome.error}"
+            if outcome.timed_out:
+                reason = "tool_timeout"
+                detail = (f"tool {name} {outcome.error}; it was abandoned, its result "
+                          "unknown")
+                if self.remaining_seconds() <= 1:
+                    status, reason = "limit", "max_seconds"
+                    detail = (f"the run's time (max_seconds {self.job.limits.max_seconds:g}) "
+                              f"ran out during tool {name}; it was abandoned, its result "
+                              "unknown")
             return ({"type": "tool_result", "tool_use_id": block.get("id"), "is_error": True,
                      "content": f"Failed: {outcome.error}. The run is stopped."},
-                    self._end("aborted", getattr(outcome, "stop_reason", None) or "tool_failed",
+                    self._end(status, getattr(outcome, "stop_reason", None) or reason,
                               detail, failed_step=state.steps))
         if spec.untrusted_output:
             state.untrusted = True
@@ -502,7 +535,8 @@ class Session:
     def _update_memory(self, block: dict[str, Any]) -> tuple[dict, SessionResult | None]:
         state = self.state
         try:
-            update = MemoryUpdate.model_validate(block.get("input") or {})
+            # Memory outlives the run: nothing secret goes into it.
+            update = MemoryUpdate.model_validate(self.redactor.data(block.get("input") or {}))
         except ValidationError as exc:
             schema = json.dumps(session_tool_definitions()[0]["input_schema"])
             return self._invalid(block, f"invalid update_memory arguments: "
@@ -535,7 +569,7 @@ class Session:
     def _finish(self, block: dict[str, Any]) -> tuple[dict, SessionResult | None]:
         state = self.state
         try:
-            args = FinishArgs.model_validate(block.get("input") or {})
+            args = FinishArgs.model_validate(self.redactor.data(block.get("input") or {}))
         except ValidationError as exc:
             schema = json.dumps(session_tool_definitions()[1]["input_schema"])
             return self._invalid(block, f"invalid finish arguments: {exc.errors()[0]['msg']}. "
@@ -558,3 +592,18 @@ class Session:
         return SessionResult(status=status, stop_reason=reason,
                              detail=self.redactor.text(detail), state=self.state,
                              failed_step=failed_step)
+
+
+def _mark_cache_point(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation as sent: its newest block marked for prompt caching, so each call
+    reads everything before it from the cache (the stored history stays unmarked)."""
+    if not messages:
+        return messages
+    last = messages[-1]
+    content = last["content"]
+    blocks = [{"type": "text", "text": content}] if isinstance(content, str) \
+        else [dict(b) for b in content]
+    if not blocks:
+        return messages
+    blocks[-1] = {**blocks[-1], "cache_control": {"type": "ephemeral"}}
+    return [*messages[:-1], {**last, "content": blocks}]

@@ -18,6 +18,7 @@ from jobrunner.cli import approvals as _approvals  # noqa: E402,F401
 from jobrunner.cli import health as _health  # noqa: E402,F401
 from jobrunner.cli import jobs as _jobs  # noqa: E402,F401
 from jobrunner.cli import memory as _memory  # noqa: E402,F401
+from jobrunner.cli import replay as _replay  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401
 from jobrunner.cli import schedule as _schedule  # noqa: E402,F401
 from jobrunner.cli.app import app, relative

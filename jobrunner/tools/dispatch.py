@@ -106,7 +106,11 @@ def execute(
         attempt += 1
         budget = timeout
         if deadline is not None:
-            budget = max(0.0, min(timeout, deadline - time.monotonic()))
+            budget = min(timeout, deadline - time.monotonic())
+            if budget <= 0:
+                # Starting the tool now would only leave a thread behind: it never runs.
+                return CallOutcome(ok=False, error="timed out after 0s (no time left in the "
+                                   "run)", attempts=attempt, timed_out=True)
         outcome = _run_once(spec, args, budget)
         outcome.attempts = attempt
         if outcome.ok or attempt > retries:

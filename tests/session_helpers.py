@@ -1,0 +1,102 @@
+"""Small builders shared by the guard tests: tools that log their calls, the end of a run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.fake_api import tool_turn
+
+MEMORY = {
+    "current_objective": "Report the day's numbers.",
+    "key_decisions": ["Numbers come from the report tool only."],
+    "what_not_to_do": [],
+    "open_items": [],
+}
+
+# Tools write one JSON line per call to calls.log in the project (the run's cwd), so a test
+# can tell exactly which calls ran.
+TOOLS = '''
+import json, time
+from pathlib import Path
+from jobrunner import ToolResult, tool
+
+def _log(name, **args):
+    with open("calls.log", "a") as f:
+        f.write(json.dumps({"tool": name, **args}) + "\\n")
+
+@tool(risk="low", side_effect=False)
+def search(query: str) -> str:
+    """Search the index."""
+    _log("search", query=query)
+    return "Result is unclear"
+
+@tool(risk="low", side_effect=False)
+def big_report(day: str) -> str:
+    """The day's full report."""
+    _log("big_report", day=day)
+    return ("line of the report for " + day + ". ") * 400
+
+@tool(risk="low", side_effect=False)
+def publish(text: str) -> str:
+    """Publish text."""
+    _log("publish", text=text)
+    return "published"
+
+@tool(risk="low", side_effect=False)
+def broken_search(query: str) -> str:
+    """Search (the backend is down)."""
+    _log("broken_search", query=query)
+    raise ConnectionError("Search API is down")
+
+@tool(risk="low", side_effect=False, timeout=1)
+def hang(seconds: float) -> str:
+    """Wait for a slow backend."""
+    _log("hang", seconds=seconds)
+    time.sleep(seconds)
+    _log("hang_finished", seconds=seconds)
+    return "late"
+
+@tool(risk="low", side_effect=False, timeout=300)
+def slow(seconds: float) -> str:
+    """A slow but patient backend."""
+    _log("slow", seconds=seconds)
+    time.sleep(seconds)
+    _log("slow_finished", seconds=seconds)
+    return "late"
+'''
+
+
+def finish(status: str = "completed", summary: str = "Done."):
+    return ("finish", {"status": status, "summary": summary, "established": [],
+                       "assumed": [], "unknown": []})
+
+
+def ending():
+    """The two turns of a well-behaved end: memory, then finish."""
+    return [tool_turn([("update_memory", MEMORY)]), tool_turn([finish()])]
+
+
+def calls(project) -> list[dict]:
+    path = Path(project.root) / "calls.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def trace(project, run_id: str) -> list[dict]:
+    result = project.run("show", run_id, "--json")
+    assert result.code == 0, result.stderr
+    return result.json()["trace"]
+
+
+def tool_results(request) -> list[dict]:
+    """The tool_result blocks of the last user message of a recorded request."""
+    last = request.body["messages"][-1]
+    content = last["content"] if isinstance(last["content"], list) else []
+    return [b for b in content if b.get("type") == "tool_result"]
+
+
+def limits(**values) -> str:
+    """A [limits] table for a job file body."""
+    return "[limits]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())

@@ -1,0 +1,89 @@
+"""Model API failures: jobrunner's own retry policy, attempt by attempt, through the real
+SDK against injected faults; and the errors that are not retried, explained plainly."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fake_api import fault
+from tests.session_helpers import ending, limits, trace
+
+FAULTS = {
+    "429_retry_after": fault(status=429, headers={"retry-after-ms": "50"}),
+    "500": fault(status=500),
+    "529": fault(status=529),
+    "timeout": fault(delay=5),
+    "dropped": fault(drop=True),
+    "malformed": fault(malformed=True),
+}
+KINDS = {"429_retry_after": "rate_limit", "500": "server", "529": "overloaded",
+         "timeout": "timeout", "dropped": "connection", "malformed": "malformed"}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_fault_is_retried_then_the_run_completes(project, fake_api, name):
+    project.job("job", limits(model_timeout="1s", max_model_retries=2))
+    fake_api.enqueue(FAULTS[name], *ending())
+    ran = project.run("run", "job")
+    assert ran.code == 0, ran.stderr
+    [record] = project.runs()
+    assert record["status"] == "completed" and record["steps"] == 2
+    events = trace(project, record["id"])
+    requests = [e for e in events if e["event"] == "model.request"]
+    assert [(e["step"], e["attempt"]) for e in requests] == [(1, 1), (1, 2), (2, 1)]
+    [error] = [e for e in events if e["event"] == "model.error"]
+    assert error["kind"] == KINDS[name] and error["retryable"] is True
+    [retry] = [e for e in events if e["event"] == "model.retry"]
+    if name == "429_retry_after":
+        assert retry["delay_s"] == 0.05  # the server's retry-after-ms, honoured as given
+    else:
+        assert 0 < retry["delay_s"] <= 0.5  # first backoff step, with jitter
+
+
+def test_retries_are_bounded_then_the_run_aborts_with_a_plain_report(project, fake_api):
+    project.job("job", limits(max_model_retries=2))
+    fake_api.enqueue(fault(status=529), fault(status=529), fault(status=529), *ending())
+    ran = project.run("run", "job")
+    assert ran.code == 1
+    assert "ended ABORTED (model_api_error:overloaded)" in ran.stderr
+    assert "HTTP 529 overloaded" in ran.stderr and "gave up after 3 attempts" in ran.stderr
+    assert len(fake_api.message_requests) == 3
+    assert [a["event"] for a in project.alerts()] == ["run.aborted"]
+
+
+def test_retry_after_past_the_run_time_is_not_waited_for(project, fake_api):
+    project.job("job", limits(max_seconds="60s"))
+    fake_api.enqueue(fault(status=429, headers={"retry-after": "600"}), *ending())
+    ran = project.run("run", "job")
+    assert ran.code == 3
+    assert "ended LIMIT (max_seconds)" in ran.stderr
+    assert "would pass the run's time limit" in ran.stderr
+    assert len(fake_api.message_requests) == 1
+
+
+def test_model_call_timeout_is_cut_to_the_run_time_left(project, fake_api):
+    # model_timeout is 300 s by default; the run has 8 s, so the call gives up with the run.
+    project.job("job", limits(max_seconds="8s"))
+    fake_api.enqueue(fault(delay=30), *ending())
+    ran = project.run("run", "job", timeout=60)
+    assert ran.code == 3 and "ended LIMIT (max_seconds)" in ran.stderr
+    [record] = project.runs()
+    [request] = [e for e in trace(project, record["id"]) if e["event"] == "model.request"]
+    assert request["timeout"] <= 8
+
+
+@pytest.mark.parametrize("status,advice", [
+    (400, "check the job's model name"),
+    (401, "check ANTHROPIC_API_KEY"),
+    (403, "may not use this model"),
+    (404, "check `model` in the job file"),
+    (413, "the request is too large"),
+])
+def test_client_errors_are_not_retried_and_say_what_to_do(project, fake_api, status, advice):
+    project.job("job")
+    fake_api.enqueue(fault(status=status), *ending())
+    ran = project.run("run", "job")
+    assert ran.code == 1
+    assert f"HTTP {status}" in ran.stderr and advice in ran.stderr
+    assert len(fake_api.message_requests) == 1
+    assert project.runs()[0]["stop_reason"].startswith("model_api_error:")
