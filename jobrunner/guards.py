@@ -16,6 +16,9 @@ from jobrunner.pricing import Price, worst_case_cost
 MIN_OUTPUT_TOKENS = 256
 LOOP_REPEATS = 3  # the same call a third time is a loop
 ELIDE_AT = 0.8  # elide old tool results once the request nears this share of context_tokens
+# ...and then down to this share: eliding in one batch, not one result per call, keeps the
+# cached conversation prefix intact for the calls in between (each elision rewrites it).
+ELIDE_TO = 0.5
 
 
 @dataclass
@@ -126,10 +129,12 @@ def elide_old_results(
 ) -> int:
     """Near `context_tokens`, replace the oldest tool results with a one-line note (the
     newest stays whole; rules, prompt and memory live in `system` and are never touched).
-    Returns how many were elided."""
-    threshold = int(limits.context_tokens * ELIDE_AT)
-    if estimate_request_tokens(system, messages, tools) <= threshold:
+    Past ELIDE_AT of the budget it elides down to ELIDE_TO in one go. Returns how many
+    were elided."""
+    size_now = estimate_request_tokens(system, messages, tools)
+    if size_now <= int(limits.context_tokens * ELIDE_AT):
         return 0
+    target = int(limits.context_tokens * ELIDE_TO)
     candidates = [
         block
         for message in messages[:-1]
@@ -141,10 +146,12 @@ def elide_old_results(
     ]
     elided = 0
     for block in candidates:
-        if estimate_request_tokens(system, messages, tools) <= threshold:
+        if size_now <= target:
             break
+        before = estimate_tokens(block["content"])
         size = len(str(block["content"]))
         block["content"] = f"[elided to save context: a tool result of {size} characters]"
+        size_now -= before - estimate_tokens(block["content"])
         elided += 1
     if elided:
         trace.emit("context.elided", results=elided,
