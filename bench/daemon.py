@@ -2,9 +2,11 @@
 
 `jobrunner daemon` runs on a project of 200 jobs scheduled `* * * * *` (offline replay
 model, so each run is cheap and real). Firing lag is the time from a slot to the daemon's
-`started NAME for slot ISO` line, stamped by this process as the line arrives (the run
-records keep whole seconds only). Resident memory is the daemon's own VmRSS, sampled
-every half second (its child runs are separate processes). Target: p99 lag under 1 s.
+`firing NAME for slot ISO` line (the scheduler has fired and the launch begins); start
+lag is the time to its `started NAME ...` line (the child process has been exec'd). Both
+are stamped by this process as the line arrives (run records keep whole seconds only).
+Resident memory is the daemon's own VmRSS, sampled every half second (its child runs are
+separate processes). Target: firing lag p99 under 1 s.
 
 `--max-concurrent` is set to the number of jobs, so the figure is the daemon's own firing
 lag; a lower cap queues firings behind running jobs by design, and that queueing is not
@@ -29,6 +31,7 @@ from bench.common import jobrunner_cmd, make_project, median, percentile
 JOBS = 200
 MINUTES = 3
 STARTED = re.compile(r"started (\S+) for slot (\S+)")
+FIRING = re.compile(r"firing (\S+) for slot (\S+)")
 
 REPLAY = {"turns": [
     {"content": [{"type": "tool_use", "id": "toolu_b1", "name": "update_memory",
@@ -66,6 +69,7 @@ def run(jobs: int = JOBS, minutes: int = MINUTES, max_concurrent: int = JOBS) ->
                                  str(max_concurrent)], cwd=project.root, env=project.env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         lags: list[float] = []
+        start_lags: list[float] = []
         rss: list[int] = []
         hwm = 0
         # Measure whole minutes after the first slot the daemon can see coming.
@@ -76,11 +80,12 @@ def run(jobs: int = JOBS, minutes: int = MINUTES, max_concurrent: int = JOBS) ->
         def read() -> None:
             for line in proc.stderr:  # type: ignore[union-attr]
                 seen = time.time()
-                match = STARTED.search(line)
-                if match:
-                    slot = datetime.fromisoformat(match.group(2).replace("Z", "+00:00"))
-                    if first_slot <= slot.timestamp() < end:
-                        lags.append(seen - slot.timestamp())
+                for pattern, into in ((FIRING, lags), (STARTED, start_lags)):
+                    match = pattern.search(line)
+                    if match:
+                        slot = datetime.fromisoformat(match.group(2).replace("Z", "+00:00"))
+                        if first_slot <= slot.timestamp() < end:
+                            into.append(seen - slot.timestamp())
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
@@ -111,6 +116,9 @@ def run(jobs: int = JOBS, minutes: int = MINUTES, max_concurrent: int = JOBS) ->
         "lag_p50_s": round(percentile(lags, 0.5), 3) if lags else None,
         "lag_p99_s": round(percentile(lags, 0.99), 3) if lags else None,
         "lag_max_s": round(max(lags), 3) if lags else None,
+        "starts_seen": len(start_lags),
+        "start_lag_p50_s": round(percentile(start_lags, 0.5), 3) if start_lags else None,
+        "start_lag_p99_s": round(percentile(start_lags, 0.99), 3) if start_lags else None,
         "rss_median_mib": round(median(rss) / 1024, 1) if rss else None,
         "rss_peak_mib": round(hwm / 1024, 1),
         "runs_recorded": len(records),
@@ -123,14 +131,15 @@ def render(r: dict) -> str:
     if not r.get("ran"):
         return f"Not run: {r['why']}."
     return "\n".join([
-        "| jobs | minutes | firings seen / expected | lag p50 | lag p99 | lag max | "
-        "daemon RSS median | daemon RSS peak | runs completed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| jobs | minutes | firings seen / expected | firing lag p50 | p99 | max | "
+        "child start lag p50 | p99 | daemon RSS median | daemon RSS peak | runs completed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| {r['jobs']} | {r['minutes']} | {r['firings_seen']} / {r['firings_expected']} | "
         f"{r['lag_p50_s']} s | {r['lag_p99_s']} s | {r['lag_max_s']} s | "
+        f"{r.get('start_lag_p50_s')} s | {r.get('start_lag_p99_s')} s | "
         f"{r['rss_median_mib']} MiB | {r['rss_peak_mib']} MiB | "
         f"{r['completed']} of {r['runs_recorded']} |",
         "",
-        f"`--max-concurrent {r['max_concurrent']}`. Target (p99 under 1 s, every firing "
-        f"seen): {'met' if r['met'] else 'NOT met'}.",
+        f"`--max-concurrent {r['max_concurrent']}`. Target (firing lag p99 under 1 s, every "
+        f"firing seen): {'met' if r['met'] else 'NOT met'}.",
     ])

@@ -144,6 +144,7 @@ class Daemon:
         if slot is None:
             log(f"{name}: fired with no slot in the last {window}; not run")
             return
+        log(f"firing {name} for slot {iso(slot)}")
         threading.Thread(target=self._launch, args=(job, slot, window),
                          name=f"run-{name}", daemon=True).start()
 

@@ -129,11 +129,11 @@ def elide_old_results(
 ) -> int:
     """Near `context_tokens`, replace the oldest tool results with a one-line note (the
     newest stays whole; rules, prompt and memory live in `system` and are never touched).
-    Past ELIDE_AT of the budget it elides down to ELIDE_TO in one go. Returns how many
-    were elided."""
+    Past ELIDE_AT of the budget it elides down to ELIDE_TO in one go. Returns the
+    request's token estimate afterwards (computed once: it is the costly part of a step)."""
     size_now = estimate_request_tokens(system, messages, tools)
     if size_now <= int(limits.context_tokens * ELIDE_AT):
-        return 0
+        return size_now
     target = int(limits.context_tokens * ELIDE_TO)
     candidates = [
         block
@@ -154,6 +154,5 @@ def elide_old_results(
         size_now -= before - estimate_tokens(block["content"])
         elided += 1
     if elided:
-        trace.emit("context.elided", results=elided,
-                   request_tokens=estimate_request_tokens(system, messages, tools))
-    return elided
+        trace.emit("context.elided", results=elided, request_tokens=size_now)
+    return size_now

@@ -238,8 +238,8 @@ class Session:
             memory_tokens=self.memory.tokens(),
         )
         while True:
-            guards.elide_old_results(self.messages, system, tool_defs, self.job.limits, self.trace)
-            estimate = guards.estimate_request_tokens(system, self.messages, tool_defs)
+            estimate = guards.elide_old_results(
+                self.messages, system, tool_defs, self.job.limits, self.trace)
             self.state.last_estimate = estimate
             request_tokens = math.ceil(estimate * self.state.token_ratio)
             check = guards.before_model_call(

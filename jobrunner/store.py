@@ -7,7 +7,9 @@ here, append-only: a migration, once released, is never edited.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner.errors import StateError
+
+# (pid, thread, database) -> its open connection; see Store.connect.
+_CONNECTIONS: dict[tuple[int, int, str], sqlite3.Connection] = {}
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -181,19 +186,28 @@ class Store:
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection in autocommit-off mode; commits on success, rolls back on error."""
+        """This thread's connection to the database (autocommit mode; `transaction()`
+        opens the write transactions). Kept open for the life of the process: opening one
+        and setting its pragmas per query cost more than the rest of a session step."""
+        yield self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
+        key = (os.getpid(), threading.get_ident(), str(self.path))
+        conn = _CONNECTIONS.get(key)
+        if conn is not None:
+            return conn
         try:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot open the state database: {exc}") from exc
-        conn.row_factory = sqlite3.Row
-        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            yield conn
-        finally:
-            conn.close()
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot open the state database: {exc}") from exc
+        # A forked child must never use its parent's connection: the key holds the pid.
+        _CONNECTIONS[key] = conn
+        return conn
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
