@@ -36,16 +36,9 @@ class CronError(JobrunnerError):
 
 def system_timezone() -> str:
     """The zone cron reads expressions in: the system's (/etc/localtime), not $TZ."""
-    try:
-        link = Path("/etc/localtime").resolve()
-        if "zoneinfo/" in str(link):
-            return str(link).split("zoneinfo/", 1)[1]
-    except OSError:
-        pass
-    name = Path("/etc/timezone")
-    if name.is_file():
-        return name.read_text(encoding="utf-8").strip() or "UTC"
-    return "UTC"
+    from jobrunner.schedule import system_timezone as zone
+
+    return zone(honour_tz_env=False)
 
 
 def _zone_file(name: str) -> bytes | None:

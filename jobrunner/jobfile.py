@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,21 +17,9 @@ DEFAULT_MODEL = "claude-sonnet-4-6"
 
 
 def _system_timezone() -> str:
-    """The system's IANA zone name, or UTC when it cannot be told."""
-    import os
+    from jobrunner.schedule import system_timezone
 
-    if tz := os.environ.get("TZ", "").lstrip(":"):
-        return tz
-    try:
-        link = Path("/etc/localtime").resolve()
-        if "zoneinfo/" in str(link):
-            return str(link).split("zoneinfo/", 1)[1]
-    except OSError:
-        pass
-    name = Path("/etc/timezone")
-    if name.is_file():
-        return name.read_text().strip() or "UTC"
-    return time.tzname[0] if time.tzname[0] == "UTC" else "UTC"
+    return system_timezone()
 
 
 class Limits(StrictModel):

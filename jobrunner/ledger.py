@@ -130,13 +130,9 @@ def _owner_alive(pid: int | None, host: str | None) -> bool:
         return True  # cannot tell from here: assume it still runs
     if pid == os.getpid():
         return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from jobrunner.lock import pid_alive
+
+    return pid_alive(pid)
 
 
 def _entry(row: Any) -> Entry:

@@ -207,6 +207,26 @@ def parse_schedule(expression: str, timezone: str = "UTC") -> Schedule:
     return schedule
 
 
+def system_timezone(honour_tz_env: bool = True) -> str:
+    """The system's IANA zone name, or UTC when it cannot be told. cron ignores `$TZ` and
+    reads /etc/localtime; a job's default honours `$TZ` as the shell does."""
+    import os
+    from pathlib import Path
+
+    if honour_tz_env and (tz := os.environ.get("TZ", "").lstrip(":")):
+        return tz
+    try:
+        link = Path("/etc/localtime").resolve()
+        if "zoneinfo/" in str(link):
+            return str(link).split("zoneinfo/", 1)[1]
+    except OSError:
+        pass  # no /etc/localtime: fall back to /etc/timezone
+    name = Path("/etc/timezone")
+    if name.is_file():
+        return name.read_text(encoding="utf-8").strip() or "UTC"
+    return "UTC"
+
+
 def format_local(instant: datetime, timezone: str) -> str:
     """`2026-11-23 08:00 CET (+01:00)`: a fire time as a person reads it."""
     local = instant.astimezone(ZoneInfo(timezone))
