@@ -32,27 +32,39 @@ from jobrunner.lock import Busy, RunLock
 from jobrunner.project import Project
 from jobrunner.schedule import Schedule, format_local
 from jobrunner.schedule_runs import jobrunner_command, run_command
-from jobrunner.store import iso, utcnow
+from jobrunner.store import Store, iso, utcnow
 
 
 class ScheduleTrigger(BaseTrigger):
-    """An APScheduler trigger that fires exactly when `Schedule` says."""
+    """An APScheduler trigger that fires exactly when `Schedule` says.
 
-    def __init__(self, schedule: Schedule) -> None:
+    On first use it looks `catch_up` back, so a slot that passed while the daemon was
+    down or starting still runs within the job's misfire grace (once: the firing checks
+    whether the slot already ran)."""
+
+    def __init__(self, schedule: Schedule, catch_up: timedelta = timedelta(0)) -> None:
         self.schedule = schedule
+        self.catch_up = catch_up
 
     def get_next_fire_time(self, previous_fire_time: datetime | None,
                            now: datetime) -> datetime | None:
-        after = previous_fire_time or now - timedelta(microseconds=1)
+        after = previous_fire_time or now - self.catch_up - timedelta(microseconds=1)
         return self.schedule.next_after(after)
 
     def __str__(self) -> str:
         return f"schedule[{self.schedule.expression} {self.schedule.timezone}]"
 
 
+_LOG_LOCK = threading.Lock()
+
+
 def log(message: str) -> None:
-    """One line on stderr (the journal, or the terminal)."""
-    print(f"{iso(utcnow())} jobrunner daemon: {message}", file=sys.stderr, flush=True)
+    """One line on stderr (the journal, or the terminal), whole: launch threads log at
+    once, and print() writes the text and its newline separately."""
+    line = f"{iso(utcnow())} jobrunner daemon: {message}\n"
+    with _LOG_LOCK:
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def _watched(project: Project) -> dict[str, int]:
@@ -119,7 +131,8 @@ class Daemon:
             if self.keys.get(name) == key:
                 continue
             self.scheduler.add_job(
-                self.fire, trigger=ScheduleTrigger(job.schedule()), args=[name], id=name,
+                self.fire, args=[name], id=name,
+                trigger=ScheduleTrigger(job.schedule(), timedelta(seconds=job.spec.misfire_grace)),
                 name=name, replace_existing=True, coalesce=True,
                 # A firing that finds the previous run still going is launched anyway: the
                 # job's lock records it `skipped` (or alerts on a stale holder).
@@ -144,6 +157,9 @@ class Daemon:
         if slot is None:
             log(f"{name}: fired with no slot in the last {window}; not run")
             return
+        taken = Store.open(self.project.state_dir).slot_run(name, slot)
+        if taken:
+            return  # caught up at start or after a reload, but that slot already ran
         log(f"firing {name} for slot {iso(slot)}")
         threading.Thread(target=self._launch, args=(job, slot, window),
                          name=f"run-{name}", daemon=True).start()

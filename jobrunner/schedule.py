@@ -134,13 +134,24 @@ class Schedule:
             raise ValueError("`after` must be timezone-aware")
         zone = self.zone
         start_local = after.astimezone(zone)
-        day = start_local.date() - timedelta(days=1)  # a gap may pull a slot earlier
+        # Start a day early: a slot in a DST gap fires after the gap, possibly past
+        # midnight. Wall times more than 3 h before `after` cannot fire after it (no zone
+        # shifts by more), so they are skipped without the costly zone arithmetic: the
+        # daemon asks this for every firing of every job.
+        floor = start_local.replace(tzinfo=None) - timedelta(hours=3)
+        day = start_local.date() - timedelta(days=1)
+        hours, minutes = sorted(self.hours), sorted(self.minutes)
         last: datetime | None = None
         for _ in range(_HORIZON_DAYS):
-            if self._day_matches(day):
-                for hour in sorted(self.hours):
-                    for minute in sorted(self.minutes):
-                        instant = self._instant(datetime.combine(day, time(hour, minute)))
+            if self._day_matches(day) and datetime.combine(day, time(23, 59)) >= floor:
+                for hour in hours:
+                    if datetime.combine(day, time(hour, 59)) < floor:
+                        continue
+                    for minute in minutes:
+                        naive = datetime.combine(day, time(hour, minute))
+                        if naive < floor:
+                            continue
+                        instant = self._instant(naive)
                         if instant > after and instant != last:
                             last = instant
                             yield instant
