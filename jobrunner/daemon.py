@@ -109,6 +109,7 @@ class Daemon:
 
     def reload(self, why: str) -> None:
         """Read every job file again; (re)schedule what changed, drop what went away."""
+        log(f"reading job files ({why})")
         self.mtimes = _watched(self.project)
         self.project = Project.discover(self.project.root)  # settings are cached per object
         try:
