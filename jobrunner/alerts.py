@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -145,8 +146,13 @@ def _raise(project, event, job, run_id, message, details, redactor, cause, once,
         alert_id = -1
     if alert_id is None:
         return alert, None  # a repeat inside the cooldown
-    with open(alert_log_path(project.state_dir), "a", encoding="utf-8") as handle:
-        handle.write(body + "\n")
+    try:
+        with open(alert_log_path(project.state_dir), "a", encoding="utf-8") as handle:
+            handle.write(body + "\n")
+    except OSError as exc:
+        # A full or read-only disk must not break the run that is alerting; the outbox
+        # (if it could be written) and the channels still carry the alert.
+        print(f"jobrunner: could not write the alert log: {exc}", file=sys.stderr)
     if alert_id > 0 and channels:
         deliver_pending(project, alert_ids=[alert_id])
     return alert, alert_id

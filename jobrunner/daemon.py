@@ -200,7 +200,7 @@ class Daemon:
         message = f"{job.name}: slot {iso(slot)} not run: {why}"
         log(message)
         alerts.emit(self.project, "job.missed", job.name, None, message,
-                    {"slot": iso(slot), "reason": why})
+                    {"slot": iso(slot), "reason": why}, cause=iso(slot) or "", once=True)
 
     def _on_missed(self, event: Any) -> None:
         job = self.jobs.get(event.job_id)

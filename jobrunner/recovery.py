@@ -34,6 +34,15 @@ def record_crash(project: Any, store: Store, meta: dict[str, Any], job: Any = No
                 {"lock": meta, "stop_reason": reason}, cause=run_id or "", once=True)
 
 
+def handle_left_behind(project: Any, store: Store, lock: RunLock, meta: dict[str, Any],
+                       job: Any) -> None:
+    """We hold the OS lock and found a holder record left by a dead process: mark the
+    record crashed first (so a launcher arriving meanwhile does not take the dead run for a
+    live, stale one), then record the run and alert."""
+    lock.mark_crashed(meta)
+    record_crash(project, store, meta, job)
+
+
 def stale_message(job: Any, holder: dict[str, Any]) -> str:
     return (f"{job.name}: lock held by run {holder.get('run_id')} (pid {holder.get('pid')} on "
             f"{holder.get('host')}) since {holder.get('started_at')}, longer than "

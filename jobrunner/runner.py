@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,13 +32,21 @@ EXIT_BY_STATUS = {
     "limit": errors.EXIT_LIMIT,
     "needs_approval": errors.EXIT_APPROVAL,
     "paused": errors.EXIT_TEMPFAIL,
-    "held": errors.EXIT_TEMPFAIL,
 }
-ALERT_BY_STATUS = {"aborted": "run.aborted", "failed": "run.failed", "limit": "run.limit"}
+# A partial run (the agent's own verdict: some of it was not done) exits 1 like a failure,
+# and is alerted as one.
+ALERT_BY_STATUS = {"aborted": "run.aborted", "failed": "run.failed", "partial": "run.failed",
+                   "limit": "run.limit"}
 
 
 class Terminated(BaseException):
     """SIGTERM reached a run: unwind, record, release the lock."""
+
+
+# Set while a SIGTERM may interrupt the run (from taking the lock to the end of the
+# session); cleared once the session has ended, so the signal cannot land in the middle
+# of writing the memory, the record and the alerts.
+_TERM_ARMED = threading.Event()
 
 
 @dataclass
@@ -104,6 +113,13 @@ def run_job(
                         f"jobrunner: {job.name}: paused since {paused['paused_at']} "
                         f"({paused['reason']}); `jobrunner resume {job.name}` lifts it",
                         status="paused")
+    spent = store.cost_since(job.name, _day_start(job, now or utcnow()))
+    if spent >= job.limits.max_cost_usd_per_day:
+        # Not a failure: it must not count towards a pause, alert, or touch the memory.
+        return _not_now(store, job, run_id, trigger, slot, "max_cost_usd_per_day",
+                        f"jobrunner: {job.name}: not run: ${spent:.4f} spent today of "
+                        f"max_cost_usd_per_day ${job.limits.max_cost_usd_per_day:.2f} "
+                        f"({job.spec.timezone}); runs start again after midnight")
     lock = RunLock(locks_dir(project), f"job-{job.name}")
     got = lock.try_acquire()
     if isinstance(got, Busy):
@@ -122,9 +138,12 @@ def run_job(
     previous_handler = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: Any) -> None:
-        raise Terminated()
+        if _TERM_ARMED.is_set():
+            raise Terminated()
+        # The session is over and its end is being recorded: finish that, then exit.
 
     # Only the main thread may set handlers; elsewhere (embedding) runs keep the default.
+    _TERM_ARMED.set()
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, on_term)
     keep_meta = False
@@ -133,8 +152,7 @@ def run_job(
         from jobrunner import recovery
 
         if got.left_behind:
-            recovery.record_crash(project, store, got.left_behind, job)
-            lock.mark_crashed(got.left_behind)
+            recovery.handle_left_behind(project, store, lock, got.left_behind, job)
         crashed = lock.read_meta() or {}
         if crashed.get("state") == "crashed" and job.spec.lock.after_crash == "hold":
             keep_meta = True  # stays visible until `jobrunner unlock`
@@ -170,10 +188,17 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
                 slot: datetime | None, now: datetime) -> RunOutcome:
     from jobrunner import memory as mem
     from jobrunner import memory_store
+    from jobrunner.gate import CallGate, in_doubt_report, job_tools
     from jobrunner.models import client_for
+    from jobrunner.pricing import REPLAY_PRICE
     from jobrunner.session import Session, SessionResult
     from jobrunner.trace import Trace, trace_path
 
+    # What can still refuse the job's configuration (a tool file that fails to import, a
+    # broken replay script) runs before anything is recorded: exit 2 writes nothing.
+    tools = job_tools(project, job)
+    client = client_for(job.spec.model, project.root)
+    price = project.settings.prices().get(job.spec.model, REPLAY_PRICE)
     redactor = Redactor(project.secret_values())
     store.insert_run(
         id=run_id, job=job.name, agent=job.agent, status="running", trigger=trigger,
@@ -208,7 +233,6 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
             return _finish(project, store, trace, job, run_id, "aborted", "memory_unreadable",
                            str(exc), None, redactor)
         from jobrunner import ledger
-        from jobrunner.gate import CallGate, in_doubt_report, job_tools
         from jobrunner.tools.api import ToolContext, set_context
 
         doubtful = ledger.in_doubt(store, job.name)
@@ -216,21 +240,19 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
             trace.emit("ledger.in_doubt", keys=[e.key for e in doubtful])
             return _finish(project, store, trace, job, run_id, "aborted", "ledger_in_doubt",
                            in_doubt_report(job, run_id, doubtful), None, redactor)
-        tools = job_tools(project, job)
         set_context(ToolContext(project.root, job.name, run_id, job.agent, project.settings,
                                 policy=dict(job.spec.tool)))
-        prices = project.settings.prices()
-        from jobrunner.pricing import REPLAY_PRICE
-
-        price = prices.get(job.spec.model, REPLAY_PRICE)
         session = Session(
-            job=job, run_id=run_id, client=client_for(job.spec.model, project.root),
+            job=job, run_id=run_id, client=client,
             tools=tools, memory=memory, price=price, trace=trace, redactor=redactor,
             started_monotonic=started, now=now, slot=slot,
             spent_today_usd=store.cost_since(job.name, _day_start(job, now)),
             call_gate=CallGate(project, job, store, run_id, now, slot, trace, redactor),
         )
-        result = session.run()
+        try:
+            result = session.run()
+        finally:
+            _TERM_ARMED.clear()
         memory_note = memory_store.write_after_run(
             project, job, run_id, memory_file, memory, raw, result.state.memory_update,
             memory_store.run_failure_line(job, run_id, result), trace)
@@ -249,13 +271,15 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
                                          memory_store.terminated_line(job, run_id), trace)
         return _finish(project, store, trace, job, run_id, "aborted", "terminated",
                        "the run was stopped by SIGTERM", result, redactor)
-    except errors.ConfigError:
-        raise
     except Exception as exc:  # our own bug or the disk: recorded, reported, alerted
         trace.emit("run.internal_error", error=f"{type(exc).__name__}: {exc}",
                    traceback=traceback.format_exc())
         return _finish(project, store, trace, job, run_id, "aborted", "internal_error",
                        f"internal error: {type(exc).__name__}: {exc}", result, redactor)
+    except BaseException as exc:  # Ctrl-C, SystemExit: record the run before unwinding
+        _finish(project, store, trace, job, run_id, "aborted", "interrupted",
+                f"the run was interrupted ({type(exc).__name__})", result, redactor)
+        raise
     finally:
         if isinstance(agent_lock, RunLock):
             agent_lock.release()

@@ -247,6 +247,10 @@ class Session:
                 self.remaining_seconds(), self.spent_today_usd,
             )
             if isinstance(check, guards.Stop):
+                if check.reason == "max_cost_usd_per_day" and self.state.steps == 0:
+                    # The day's money was gone before this run began: it could not run now
+                    # (exit 75), which is not a failure to count, alert or log.
+                    return self._end("skipped", check.reason, check.detail)
                 return self._end(check.status, check.reason, check.detail)
             turn = self._call_model(system, tool_defs, check.max_tokens)
             if isinstance(turn, ModelError):

@@ -290,11 +290,12 @@ class Store:
         return dict(row) if row else None
 
     def slot_run(self, job: str, slot: datetime) -> dict[str, Any] | None:
-        """The run that took `slot` of `job` (any run of it but a skipped one), if any."""
+        """The run that took `slot` of `job` (any run of it but a skipped or paused one:
+        those did not start, so the slot may still run after `resume`), if any."""
         with self.connect() as conn:
             row = conn.execute(
-                "SELECT * FROM runs WHERE job = ? AND slot = ? AND status != 'skipped' "
-                "ORDER BY started_at LIMIT 1",
+                "SELECT * FROM runs WHERE job = ? AND slot = ? "
+                "AND status NOT IN ('skipped', 'paused') ORDER BY started_at LIMIT 1",
                 (job, iso(slot)),
             ).fetchone()
         return dict(row) if row else None

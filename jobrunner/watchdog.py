@@ -69,8 +69,7 @@ def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[
         return []  # a run started meanwhile; it handles what was left
     try:
         if got.left_behind:
-            recovery.record_crash(project, store, got.left_behind, job)
-            lock.mark_crashed(got.left_behind)
+            recovery.handle_left_behind(project, store, lock, got.left_behind, job)
             return [Finding("crashed", job.name, f"{job.name}: run {meta.get('run_id')} died "
                             "without finishing; recorded as crashed", state.as_json())]
         if job.spec.lock.after_crash == "hold":

@@ -49,11 +49,19 @@ def test_day_budget_spent_means_no_model_call_and_exit_75(project, fake_api):
     assert spent > 0
     setup(project, body=limits(max_cost_usd_per_day=round(spent + 0.0005, 6)), tools=["search"])
     before = len(fake_api.message_requests)
-    ran = project.run("run", "job")
-    assert ran.code == 75
-    assert "ended LIMIT (max_cost_usd_per_day)" in ran.stderr and "today" in ran.stderr
+    memory_before = project.memory("job") if (project.root / "memory/job").exists() else ""
+    for _ in range(4):  # more refusals than pause_after: a spent budget is not a failure
+        ran = project.run("run", "job")
+        assert ran.code == 75
+        assert "(max_cost_usd_per_day)" in ran.stderr and "left" in ran.stderr
     assert len(fake_api.message_requests) == before
-    assert project.runs()[0]["stop_reason"] == "max_cost_usd_per_day"
+    refused = project.runs()[:4]
+    assert {r["stop_reason"] for r in refused} == {"max_cost_usd_per_day"}
+    assert {r["status"] for r in refused} == {"skipped"}
+    assert "paused" not in project.run("list").stdout
+    assert [a["event"] for a in project.alerts()] == []  # nothing failed
+    if memory_before:
+        assert project.memory("job") == memory_before
 
 
 def test_max_output_tokens_shrinks_the_last_call_then_stops(project, fake_api):

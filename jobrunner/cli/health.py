@@ -70,7 +70,8 @@ def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
     try:
         previous = got.previous or {}
         if got.left_behind:
-            recovery.record_crash(proj, Store.open(proj.state_dir), got.left_behind, job)
+            recovery.handle_left_behind(proj, Store.open(proj.state_dir), lock,
+                                        got.left_behind, job)
         if previous.get("state") in ("held", "crashed"):
             typer.echo(f"{name}: cleared the lock left by crashed run {previous.get('run_id')}")
         else:
