@@ -51,13 +51,21 @@ class AnthropicClient:
     """Calls `messages.create` with the SDK's own retries off (`max_retries=0`)."""
 
     def __init__(self) -> None:
-        import anthropic  # ~1 s to import: only on the path that calls the model
+        self._anthropic: Any = None
+        self._client: Any = None
 
-        self._anthropic = anthropic
-        self._client = anthropic.Anthropic(max_retries=0)
+    def _sdk(self) -> Any:
+        # ~1 s to import: paid on the first model call, not when the run is set up (a run
+        # must be on record as soon as it holds its lock).
+        if self._anthropic is None:
+            import anthropic
+
+            self._anthropic = anthropic
+            self._client = anthropic.Anthropic(max_retries=0)
+        return self._anthropic
 
     def request(self, request: ModelRequest) -> ModelTurn | ModelError:
-        sdk = self._anthropic
+        sdk = self._sdk()
         try:
             message = self._client.messages.create(
                 model=request.model,
