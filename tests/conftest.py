@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,19 @@ from tests.fake_api import FakeMessagesAPI
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = "sk-ant-test-0123456789abcdef"  # a fake key: tests check it never leaks
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition",
+             interval: float = 0.05):
+    """Poll until `condition()` is truthy and return its value; fail the test at the
+    timeout, naming what it waited for."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def jobrunner_executable() -> str:

@@ -13,18 +13,8 @@ import subprocess
 import time
 from datetime import UTC, datetime
 
-from tests.conftest import jobrunner_executable
+from tests.conftest import jobrunner_executable, wait_for
 from tests.schedule_helpers import SLEEPY_TOOL, replay_job
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid: int) -> bool:

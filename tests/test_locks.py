@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.fake_api import tool_turn
 from tests.test_run_path import MEMORY, finish
 
@@ -29,16 +29,6 @@ def hold(marker: str) -> str:
         time.sleep(0.1)
     return "never released"
 '''
-
-
-def wait_for(condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
+from tests.conftest import wait_for
 from tests.fake_api import tool_turn
 
 HOLD_TOOL = '''
@@ -35,13 +35,6 @@ def finish(status="completed"):
 def update(objective="Keep it short.", decisions=(), dont=()):
     return ("update_memory", {"current_objective": objective, "key_decisions": list(decisions),
                               "what_not_to_do": list(dont), "open_items": []})
-
-
-def wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def tool_results(request) -> list[dict]:
@@ -122,7 +115,7 @@ def test_a_person_editing_during_the_session_wins_and_the_agent_proposal_is_kept
     path.parent.mkdir(parents=True)
     path.write_text("# Memory: edited\n\n## Current objective\n\nOriginal.\n")
     run = project.popen("run", "edited")
-    wait_for(lambda: (marker / "started").exists(), "the session to start")
+    wait_for(lambda: (marker / "started").exists(), what="the session to start")
     person = "# Memory: edited\n\n## Current objective\n\nThe person's objective.\n"
     path.write_text(person)
     (marker / "go").write_text("1")
@@ -203,11 +196,11 @@ def test_two_jobs_of_one_agent_take_turns_with_its_memory(project, fake_api, tmp
 
     fake_api.responder = responder
     first = project.popen("run", "first")
-    wait_for(lambda: (marker / "started").exists(), "the first session to start")
+    wait_for(lambda: (marker / "started").exists(), what="the first session to start")
     second = project.popen("run", "second")
     traces = project.state / "traces"
     wait_for(lambda: any("memory.waiting" in p.read_text() for p in traces.glob("*.jsonl")),
-             "the second job to wait for the agent's memory")
+             what="the second job to wait for the agent's memory")
     assert not any("Job: second" in json.dumps(r.body) for r in fake_api.message_requests)
     (marker / "go").write_text("1")
     for proc in (first, second):
@@ -230,7 +223,7 @@ def test_a_run_killed_mid_session_is_in_the_failure_log_of_the_next(project, fak
     marker.mkdir()
     fake_api.enqueue(tool_turn([("hold", {"marker": str(marker)})]))
     doomed = project.popen("run", "fragile")
-    wait_for(lambda: (marker / "started").exists(), "the session to start")
+    wait_for(lambda: (marker / "started").exists(), what="the session to start")
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate(timeout=30)
     [dead] = project.runs()
