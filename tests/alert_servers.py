@@ -56,11 +56,20 @@ class HttpRecorder:
 class SmtpRecorder:
     """aiosmtpd on a free local port, keeping every message it receives."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls_context=None, login: tuple[str, str] | None = None) -> None:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
 
         self.messages: list[dict] = []
+        self.logins: list[str] = []
         recorder = self
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = login is not None and (auth_data.login.decode(), auth_data.password.decode()) \
+                == login
+            if ok:
+                recorder.logins.append(auth_data.login.decode())
+            return AuthResult(success=ok)
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):  # noqa: N802
@@ -69,7 +78,11 @@ class SmtpRecorder:
                 return "250 OK"
 
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        # With TLS and a login: STARTTLS is required before anything, and the login too.
+        extra = {} if tls_context is None else {
+            "tls_context": tls_context, "require_starttls": True, "auth_required": True,
+            "auth_require_tls": True, "authenticator": authenticator}
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **extra)
 
     def __enter__(self) -> SmtpRecorder:
         self.controller.start()

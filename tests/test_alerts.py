@@ -204,3 +204,49 @@ def test_check_alerts_missed_slots_once(project, fake_api):
     assert finding["kind"] == "missed" and len(finding["details"]["slots"]) in (2, 3)
     assert project.run("check").code == 0  # those slots were alerted already
     assert [a["event"] for a in project.alerts()] == ["job.missed"]
+
+
+def test_email_channel_uses_starttls_and_the_password_from_the_environment(project, tmp_path):
+    """The real path of an SMTP relay: STARTTLS (certificate checked), then a login whose
+    password comes from the environment and never from a file."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    password = "relay-pass-7391"
+    with SmtpRecorder(tls_context=tls, login=("agent@example.com", password)) as smtp:
+        settings(project, f'''
+            [smtp]
+            host = "127.0.0.1"
+            port = {smtp.port}
+            starttls = true
+            username = "agent@example.com"
+            password_env = "RELAY_PASSWORD"
+            sender = "agent@example.com"
+
+            [[alerts.channels]]
+            type = "email"
+            to = ["ops@example.com"]
+        '''.replace("\n            ", "\n"))
+        env = {"SSL_CERT_FILE": str(cert), "RELAY_PASSWORD": password}
+        tested = project.run("alerts", "--test", env=env)
+        assert tested.code == 0, tested.stdout + tested.stderr
+        assert smtp.logins == ["agent@example.com"]
+        [mail] = smtp.messages
+        assert mail["to"] == ["ops@example.com"] and "alert.test" in mail["data"]
+
+        wrong = project.run("alerts", "--test", env={**env, "RELAY_PASSWORD": "nope"})
+        assert wrong.code == 1
+        assert "FAIL  email" in wrong.stdout
+        assert "nope" not in wrong.stdout + wrong.stderr
+        assert len(smtp.messages) == 1
+
+        untrusted = project.run("alerts", "--test", env={"RELAY_PASSWORD": password})
+        assert untrusted.code == 1  # a certificate nobody vouches for is refused
+        assert len(smtp.messages) == 1
+    assert password not in (project.state / "alerts.jsonl").read_text()
