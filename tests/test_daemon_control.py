@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from datetime import UTC, datetime
 
 from tests.conftest import jobrunner_executable
 from tests.schedule_helpers import replay_job
@@ -51,3 +52,43 @@ def test_sighup_rereads_job_files_and_the_daemon_keeps_going(project):
         daemon.stdout.close()
         daemon.stderr.close()
     assert project.runs() == []
+
+
+def test_max_concurrent_runs_firings_one_after_another(project):
+    """Three jobs whose slot passed a moment ago: the daemon catches them up at start,
+    and with --max-concurrent 1 each run starts only after the previous one ended."""
+    from tests.schedule_helpers import SLEEPY_TOOL
+
+    project.tool_file("sleepy", SLEEPY_TOOL)
+    for name in ("one", "two", "three"):
+        replay_job(project, name, "* * * * *", before=[("sleepy", {"seconds": 2})],
+                   tools=["sleepy"])
+    if datetime.now(UTC).second > 30:  # keep the three runs inside one minute
+        time.sleep(61 - datetime.now(UTC).second)
+    daemon = project.popen("daemon", "--max-concurrent", "1")
+    events: list[tuple[str, str]] = []
+    try:
+        deadline = time.monotonic() + 90
+        while sum(kind == "ended" for kind, _ in events) < 3:
+            assert time.monotonic() < deadline, events
+            line = daemon.stderr.readline()
+            said = line.partition(" jobrunner daemon: ")[2].split()
+            if said[:1] == ["started"] and " for slot " in line:
+                events.append(("started", said[1]))
+            elif ") ended: " in line:
+                events.append(("ended", said[0]))
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        daemon.stdout.close()
+        daemon.stderr.close()
+    # Never two at once: every start follows the end of the run before it.
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["started", "ended"] * 3, events
+    assert sorted(name for kind, name in events if kind == "started") == ["one", "three", "two"]
+    completed = [r for r in project.runs() if r["status"] == "completed"]
+    assert sorted(r["job"] for r in completed) == ["one", "three", "two"]
+    assert {r["trigger"] for r in completed} == {"daemon"}
