@@ -44,7 +44,9 @@ class Trace:
             seq=self.seq, at=iso(utcnow()) or "", event=event, run_id=self.run_id,
             **self.redactor.data(fields),
         )
-        self._file.write(json.dumps(record.model_dump(), default=str) + "\n")
+        line = json.dumps(record.model_dump(), default=str)
+        # Values that were not strings (turned into text by `default=str`) get a last pass.
+        self._file.write(self.redactor.text(line) + "\n")
         self._file.flush()
 
     def sync(self) -> None:
