@@ -174,6 +174,8 @@ class Daemon:
             if self.stop.is_set():
                 return
         try:
+            if Store.open(self.project.state_dir).slot_run(name, slot):
+                return  # it ran while this firing waited for a free run slot
             late = utcnow() - slot
             if late > window:
                 self._missed(job, slot, f"waited {late.total_seconds():.0f}s for a free "
