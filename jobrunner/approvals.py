@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobrunner.errors import JobrunnerError, NotFoundError
+from jobrunner.redact import Redactor
 from jobrunner.store import Store, iso, utcnow
 
 FIELDS = (
@@ -92,14 +93,32 @@ def queue(store: Store, *, job: str, run_id: str, tool: str, args: dict[str, Any
     return approval
 
 
+def _trace_decision(store: Store, approval: Approval, event: str,
+                    redactor: Redactor | None = None, **fields: Any) -> None:
+    """The decision goes into the trace of the run that queued the call."""
+    from jobrunner.trace import append_event
+
+    append_event(store.path.parent, approval.run_id, redactor or Redactor([]), event,
+                 approval_id=approval.id, tool=approval.tool, **fields)
+
+
 def expire_due(store: Store, now: datetime | None = None) -> int:
     """Turn pending approvals past their TTL into refusals; returns how many."""
     moment = iso(now or utcnow())
     with store.transaction() as conn:
-        return conn.execute(
-            "UPDATE approvals SET status = 'expired', decided_at = ?, decided_by = 'ttl', "
-            "note = 'expired before anyone approved it: denied' "
-            "WHERE status = 'pending' AND expires_at <= ?", (moment, moment)).rowcount
+        due = [_approval(r) for r in conn.execute(
+            "SELECT * FROM approvals WHERE status = 'pending' AND expires_at <= ?",
+            (moment,)).fetchall()]
+        for approval in due:
+            conn.execute(
+                "UPDATE approvals SET status = 'expired', decided_at = ?, decided_by = 'ttl', "
+                "note = 'expired before anyone approved it: denied' "
+                "WHERE id = ? AND status = 'pending'",
+                (moment, approval.id))
+    for approval in due:
+        _trace_decision(store, approval, "approval.expired", by="ttl",
+                        expires_at=approval.expires_at)
+    return len(due)
 
 
 def pending_for_key(store: Store, ledger_key: str) -> Approval | None:
@@ -155,8 +174,8 @@ def _check_pending(store: Store, approval: Approval, now: datetime) -> None:
 
 
 def reject(store: Store, approval_id: str, user: str, reason: str = "",
-           now: datetime | None = None) -> Approval:
-    """Record a person's refusal of a pending call."""
+           now: datetime | None = None, redactor: Redactor | None = None) -> Approval:
+    """Record a person's refusal of a pending call (and trace it in the run that asked)."""
     moment = now or utcnow()
     approval = get(store, approval_id)
     _check_pending(store, approval, moment)
@@ -167,6 +186,8 @@ def reject(store: Store, approval_id: str, user: str, reason: str = "",
             (iso(moment), user, reason or None, approval.id)).rowcount
     if not changed:
         raise ApprovalError(_decided(get(store, approval.id)) + "; nothing done")
+    _trace_decision(store, approval, "approval.rejected", redactor, by=user,
+                    reason=reason or None)
     return get(store, approval.id)
 
 
@@ -176,7 +197,6 @@ def approve(project: Any, approval_id: str, user: str,
     from jobrunner import ledger
     from jobrunner.gate import job_tools
     from jobrunner.jobfile import load_job
-    from jobrunner.redact import Redactor
     from jobrunner.tools import dispatch
     from jobrunner.tools.api import ToolContext, set_context
 
@@ -230,4 +250,6 @@ def approve(project: Any, approval_id: str, user: str,
     with store.transaction() as conn:
         conn.execute(f"UPDATE approvals SET status = 'approved', {assignments} WHERE id = ?",
                      (*fields.values(), approval.id))
+    _trace_decision(store, approval, "approval.approved", redactor, by=user,
+                    args=args, **fields)
     return get(store, approval.id)

@@ -59,6 +59,20 @@ class Trace:
             self._file.close()
 
 
+def append_event(state_dir: Path, run_id: str, redactor: Redactor, event: str,
+                 **fields: Any) -> None:
+    """Add one event to a run's trace after the fact (a person's decision about a call the
+    run queued), numbered after its last event, so `show` tells the whole story."""
+    path = trace_path(state_dir, run_id)
+    last = max((e.get("seq", 0) for e in read_trace(path)), default=0)
+    trace = Trace(path, run_id, redactor)
+    trace.seq = last
+    try:
+        trace.emit(event, **fields)
+    finally:
+        trace.close()
+
+
 def read_trace(path: Path) -> list[dict[str, Any]]:
     """Events of a trace; a torn last line (crash mid-write) is skipped."""
     events = []

@@ -84,6 +84,14 @@ def test_approve_executes_once(project, fake_api):
     assert decided["decided_by"] == getpass.getuser() and decided["decided_at"]
     [entry] = project.run("ledger", "--json").json()
     assert entry["state"] == "done" and entry["approval_id"] == approval["id"]
+    # The run that queued the call tells, in its trace, who approved it and how it went.
+    shown = project.run("show", approval["run_id"])
+    assert (f"approval {approval['id']} (refund) approved by {getpass.getuser()}: ok"
+            in shown.stdout), shown.stdout
+    trace = project.run("show", approval["run_id"], "--json").json()["trace"]
+    [event] = [e for e in trace if e["event"] == "approval.approved"]
+    assert event["seq"] == max(e["seq"] for e in trace)
+    assert event["args"] == {"customer": "c-42", "amount": 50000.0}
 
     # The agent proposing the same refund again gets the recorded result, not a new queue.
     fake_api.enqueue(
@@ -104,6 +112,8 @@ def test_expired_approval_cannot_be_approved(project, fake_api):
     assert not (project.root / "refunds.log").exists()
     [decided] = project.run("approvals", "--all", "--json").json()
     assert decided["status"] == "expired"
+    shown = project.run("show", approval["run_id"])
+    assert f"approval {approval['id']} (refund) expired (nobody decided)" in shown.stdout
 
 
 def test_rejected_call_is_never_executed(project, fake_api):
@@ -114,6 +124,9 @@ def test_rejected_call_is_never_executed(project, fake_api):
     assert not (project.root / "refunds.log").exists()
     [decided] = project.run("approvals", "--all", "--json").json()
     assert decided["status"] == "rejected" and decided["note"] == "not a double charge"
+    shown = project.run("show", approval["run_id"])
+    assert (f"approval {approval['id']} (refund) rejected by {getpass.getuser()}: "
+            "not a double charge") in shown.stdout, shown.stdout
 
 
 def test_job_cannot_loosen_a_tools_declared_policy(project):

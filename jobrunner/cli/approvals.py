@@ -91,7 +91,8 @@ def reject(
     """Refuse a queued call; it is never executed."""
     from jobrunner import approvals as queue
 
-    done = queue.reject(_store(ctx), approval_id, queue.os_user(), reason)
+    done = queue.reject(_store(ctx), approval_id, queue.os_user(), reason,
+                        redactor=_redactor(ctx))
     typer.echo(f"rejected {done.id} ({done.tool} for {done.job}) by {done.decided_by}")
 
 

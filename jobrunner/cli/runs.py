@@ -132,6 +132,15 @@ def _describe(event: dict) -> str:
         return f"tool result {event.get('tool')}: FAILED: {event.get('error')}"
     if kind == "run.end":
         return f"run ended {event.get('status')} ({event.get('stop_reason')})"
+    if kind in ("approval.approved", "approval.rejected", "approval.expired"):
+        verb = kind.split(".")[1]
+        line = f"approval {event.get('approval_id')} ({event.get('tool')}) {verb}"
+        line += f" by {event.get('by')}" if event.get("by") != "ttl" else " (nobody decided)"
+        if event.get("outcome"):
+            line += f": {event['outcome']}"
+        if event.get("error") or event.get("reason"):
+            line += f": {event.get('error') or event.get('reason')}"
+        return line
     if kind == "session.finish":
         return f"finish: {event.get('status')}: {event.get('summary')}"
     skip = {"seq", "at", "event", "run_id"}
