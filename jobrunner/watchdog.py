@@ -1,6 +1,7 @@
-"""`jobrunner check`: the watchdog for a second crontab line. It finds stale locks,
-crashed runs, paused jobs and missed schedules, alerts on each once, and retries the
-alert outbox. Time is passed in (`now`) so the logic is testable."""
+"""`jobrunner check`: the watchdog for a second crontab line. It finds stale locks
+(and stops their holders under `on_stale = "terminate"`), crashed runs, paused jobs and
+missed schedules, alerts on each once, and retries the alert outbox. Time is passed in
+(`now`) so the logic is testable."""
 
 from __future__ import annotations
 
@@ -56,6 +57,16 @@ def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[
     lock = RunLock(locks_dir(project), f"job-{job.name}")
     state = inspect(lock, job.spec.lock.stale_after, now)
     meta = state.meta
+    if state.state == "stale" and job.spec.lock.on_stale == "terminate":
+        # The watchdog is what notices a hung run of a daily job within minutes; waiting
+        # for the job's next tick to stop it could take a day.
+        got = recovery.on_stale(project, store, job, lock, meta)
+        if isinstance(got, Acquired):
+            lock.release()
+            return [Finding("stale", job.name, f"{job.name}: run {meta.get('run_id')} held "
+                            "the lock past lock.stale_after; stopped it and recorded it crashed",
+                            state.as_json())]
+        return [Finding("stale", job.name, recovery.stale_message(job, meta), state.as_json())]
     if state.state == "stale":
         holder = meta.get("run_id") or ""
         alerts.emit(project, "lock.stale", job.name, holder,

@@ -149,6 +149,35 @@ def test_on_stale_terminate_stops_the_holder_and_runs(holding, fake_api):
     assert [a["event"] for a in holding.alerts()].count("lock.stale") == 1
 
 
+def test_check_stops_a_stale_holder_under_terminate(holding, fake_api):
+    """A daily job that hangs is not left hung until tomorrow's tick: the watchdog stops it."""
+    holding.job("daily", '[lock]\nstale_after = "1s"\non_stale = "terminate"\n'
+                'terminate_grace = "5s"\n', schedule="0 6 * * *", tools=["hold"])
+    fake_api.enqueue(tool_turn([("hold", {"marker": "x"})]))
+    holder = holding.popen("run", "daily")
+    try:
+        wait_for(holding.sessions, what="the session to reach its tool")
+        wait_for(lambda: holding.run("locks", "--json").json()[0]["state"] == "stale", 30,
+                 "the lock to turn stale")
+        checked = holding.run("check")
+        assert checked.code == 1
+        assert "stopped it and recorded it crashed" in checked.stdout, checked.stdout
+        holder.communicate(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert holder.returncode is not None
+    [run] = holding.runs("daily")
+    assert run["status"] == "crashed" and run["stop_reason"] == "stale_terminated"
+    assert holding.run("locks", "--json").json()[0]["state"] == "free"
+    assert [a["event"] for a in holding.alerts()].count("lock.stale") == 1
+    # The next run starts normally, and a second check finds nothing left to do.
+    fake_api.enqueue(*session_turns(hold=False))
+    ran = holding.run("run", "daily")
+    assert ran.code == 0, ran.stderr
+    assert "stale" not in holding.run("check").stdout
+
+
 def test_after_crash_hold_refuses_until_unlock(holding, fake_api):
     holding.job("careful", '[lock]\nafter_crash = "hold"\n', tools=["hold"])
     fake_api.enqueue(tool_turn([("hold", {"marker": "x"})]))
