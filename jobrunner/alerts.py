@@ -8,6 +8,11 @@ to the project's channels, with a cooldown and an outbox.
 - Each (alert, channel) delivery is a row in the outbox; a delivery that fails stays
   `pending` and is retried by the next run or `jobrunner check`. A channel that failed
   once in this process is not tried again by it, so a dead channel costs one timeout.
+- A failing channel also backs off across processes: the outbox sweep at the end of each
+  run leaves it alone for 30 s after its first failure, doubling up to 10 min, so a dead
+  webhook does not add its timeout to every cron tick. A new alert is still tried at once
+  (it may be the one that matters), and `check` always tries: the watchdog line bounds how
+  long a revived channel waits for its backlog.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from jobrunner.store import Store, iso, utcnow
 _BROKEN: set[str] = set()
 # A delivery claimed by a process that died mid-send is taken up again after this.
 _CLAIM_TIMEOUT = timedelta(minutes=5)
+# Backoff of a failing channel for the end-of-run outbox sweep: first, and at most.
+BACKOFF_FIRST = timedelta(seconds=30)
+BACKOFF_MAX = timedelta(minutes=10)
 
 
 class Alert(BaseModel):
@@ -192,18 +200,21 @@ def already_sent(store: Store, event: str, job: str | None, cause: str) -> bool:
     return row is not None
 
 
-def deliver_pending(project: Any, alert_ids: list[int] | None = None) -> dict[str, int]:
+def deliver_pending(project: Any, alert_ids: list[int] | None = None,
+                    force: bool = False) -> dict[str, int]:
     """Try every pending delivery (or those of `alert_ids`); returns counts by outcome.
 
     Each channel has its own short timeout, and a channel that fails is not tried again
-    in this process, so a dead channel never holds up a run for long.
+    in this process, so a dead channel never holds up a run for long. A sweep of the
+    whole outbox skips channels still backing off, unless `force` (the watchdog).
     """
     from jobrunner.alert_channels import send
 
-    counts = {"delivered": 0, "failed": 0, "abandoned": 0}
+    counts = {"delivered": 0, "failed": 0, "abandoned": 0, "backing_off": 0}
     try:
         store = Store.open(project.state_dir)
         channels = {channel_key(c): c for c in project.settings.alerts.channels}
+        resting = set() if force or alert_ids is not None else _backing_off(store)
         stale_claim = iso(utcnow() - _CLAIM_TIMEOUT)
         query = ("SELECT d.alert_id, d.channel, d.status, d.updated_at, a.body "
                  "FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id "
@@ -222,21 +233,51 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None) -> dict[st
                 _set_status(store, row, "abandoned", "channel no longer in jobrunner.toml")
                 counts["abandoned"] += 1
                 continue
+            if key in resting:
+                counts["backing_off"] += 1
+                continue
             if key in _BROKEN or not _claim(store, row):
                 continue
             error = send(project, channel, json.loads(row["body"]))
             if error is None:
                 _set_status(store, {**row, "status": "sending"}, "delivered", None)
+                _channel_ok(store, key)
                 counts["delivered"] += 1
             else:
                 _BROKEN.add(key)
                 _set_status(store, {**row, "status": "sending"}, "pending",
                             redactor.text(error)[:500])
+                _channel_failed(store, key, redactor.text(error)[:500])
                 counts["failed"] += 1
     except (sqlite3.Error, JobrunnerError):
         # The outbox keeps what it has; the next invocation tries again.
         counts["failed"] += 1
     return counts
+
+
+def _backing_off(store: Store) -> set[str]:
+    with store.connect() as conn:
+        return {r["channel"] for r in conn.execute(
+            "SELECT channel FROM channel_backoff WHERE retry_at > ?", (iso(utcnow()),))}
+
+
+def _channel_failed(store: Store, key: str, error: str) -> None:
+    """One more consecutive failure: the next sweep waits 30 s, then 1, 2, 4... min."""
+    with store.transaction() as conn:
+        row = conn.execute("SELECT failures FROM channel_backoff WHERE channel = ?",
+                           (key,)).fetchone()
+        failures = (row["failures"] if row else 0) + 1
+        delay = min(BACKOFF_FIRST * 2 ** min(failures - 1, 20), BACKOFF_MAX)
+        conn.execute(
+            "INSERT INTO channel_backoff (channel, failures, retry_at, last_error) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (channel) DO UPDATE SET failures = "
+            "excluded.failures, retry_at = excluded.retry_at, last_error = excluded.last_error",
+            (key, failures, iso(utcnow() + delay), error))
+
+
+def _channel_ok(store: Store, key: str) -> None:
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM channel_backoff WHERE channel = ?", (key,))
 
 
 def _claim(store: Store, row: dict[str, Any]) -> bool:
@@ -292,12 +333,16 @@ def recent(project: Any, limit: int = 20) -> list[dict[str, Any]]:
     with store.connect() as conn:
         rows = [dict(r) for r in conn.execute(
             "SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))]
+        resting = {r["channel"]: r["retry_at"] for r in conn.execute(
+            "SELECT channel, retry_at FROM channel_backoff WHERE retry_at > ?",
+            (iso(utcnow()),))}
         out = []
         for row in rows:
             deliveries = [
                 {"channel": labels.get(d["channel"], d["channel"]), "status": d["status"],
                  "attempts": d["attempts"], "error": d["last_error"],
-                 "delivered_at": d["delivered_at"]}
+                 "delivered_at": d["delivered_at"],
+                 "retry_at": resting.get(d["channel"]) if d["status"] == "pending" else None}
                 for d in conn.execute("SELECT * FROM alert_deliveries WHERE alert_id = ? "
                                       "ORDER BY channel", (row["id"],))
             ]

@@ -148,6 +148,17 @@ MIGRATIONS: list[tuple[str, str]] = [
         "040_runs_job_slot",
         "CREATE INDEX IF NOT EXISTS runs_job_slot ON runs (job, slot)",
     ),
+    (
+        "050_channel_backoff",
+        """
+        CREATE TABLE channel_backoff (
+            channel TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            retry_at TEXT NOT NULL,
+            last_error TEXT
+        );
+        """,
+    ),
 ]
 
 RUN_FIELDS = (

@@ -40,7 +40,7 @@ def check(project: Any, now: datetime | None = None) -> list[Finding]:
         findings += _lock_findings(project, store, job, now)
         findings += _pause_findings(store, job)
         findings += _missed_findings(project, store, job, now)
-    alerts.deliver_pending(project)
+    alerts.deliver_pending(project, force=True)  # the watchdog ignores channel backoff
     waiting = alerts.undelivered(project)
     if waiting:
         findings.append(Finding("undelivered", None,

@@ -123,6 +123,42 @@ def test_dead_channel_keeps_the_alert_and_check_delivers_it_later(project, fake_
     assert alert["deliveries"][0]["status"] == "delivered"
 
 
+def test_a_dead_channel_is_not_retried_by_every_run(project, fake_api):
+    """After a failure the end-of-run outbox sweep leaves the channel alone for a while
+    (each try could cost its whole timeout on every cron tick); `check` still tries it."""
+    port = free_port()
+    settings(project, f'[[alerts.channels]]\ntype = "webhook"\nurl = '
+                      f'"http://127.0.0.1:{port}/hook"\ntimeout = "2s"\n')
+    failing_job(project)
+    project.job("other", tools=["fetch"])
+    project.job("quiet")
+    fake_api.enqueue(fail_turn())
+    assert project.run("run", "report").code == 1
+
+    def attempts() -> int:
+        [alert] = project.run("alerts", "--json").json()
+        return alert["deliveries"][0]["attempts"]
+
+    assert attempts() == 1
+    for _ in range(2):  # runs that raise no alert of their own
+        fake_api.enqueue(*good_turns())
+        assert project.run("run", "quiet").code == 0
+    assert attempts() == 1
+    listing = project.run("alerts").stdout
+    assert "runs retry it after" in listing and "`jobrunner check` at once" in listing
+
+    assert project.run("check").code == 1
+    assert attempts() == 2
+    with HttpRecorder(port=port) as hook:
+        # While the channel backs off, a new alert is still tried at once; once that
+        # works, the same run's sweep sends the backlog too.
+        fake_api.enqueue(fail_turn())
+        assert project.run("run", "other").code == 1
+    assert sorted(b["job"] for b in hook.json_bodies()) == ["other", "report"]
+    assert all(a["deliveries"][0]["status"] == "delivered"
+               for a in project.run("alerts", "--json").json())
+
+
 def test_alerts_test_says_which_channels_work(project, tmp_path):
     with HttpRecorder() as hook:
         settings(project, f'''

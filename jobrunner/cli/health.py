@@ -130,7 +130,10 @@ def alerts_command(
                    f"{alert['message']}{repeats}")
         for d in alert["deliveries"]:
             error = f": {d['error']}" if d["error"] and d["status"] != "delivered" else ""
-            typer.echo(f"    {d['channel']}: {d['status']} ({d['attempts']} attempts){error}")
+            rest = (f"; runs retry it after {d['retry_at']}, `jobrunner check` at once"
+                    if d["retry_at"] else "")
+            typer.echo(f"    {d['channel']}: {d['status']} ({d['attempts']} attempts)"
+                       f"{error}{rest}")
 
 
 @app.command()
