@@ -49,6 +49,7 @@ class LockPolicy(StrictModel):
 
 class MemoryPolicy(StrictModel):
     budget_tokens: int = Field(500, ge=50)
+    history: int = Field(30, ge=1, le=10_000)  # earlier versions kept in history/
 
 
 class ToolPolicy(StrictModel):

@@ -77,28 +77,30 @@ def history_dir(path: Path) -> Path:
     return path.parent / "history"
 
 
-def save_history(path: Path, content: bytes, tag: str, kind: str = "") -> Path:
+def save_history(path: Path, content: bytes, tag: str, kind: str = "",
+                 keep: int = HISTORY_KEEP) -> Path:
     """Keep `content` in history/ as `TIME-TAG[-KIND].md` (TAG: the run id, `edit` or
-    `restore`), dropping the oldest versions beyond HISTORY_KEEP."""
+    `restore`), dropping the oldest versions beyond `keep` (`[memory] history`)."""
     folder = history_dir(path)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = folder / f"{stamp}-{tag}{'-' + kind if kind else ''}.md"
     # Make room first, so a kill between the two steps never leaves more than the bound.
-    for old in sorted(folder.glob("*.md"))[: -(HISTORY_KEEP - 1) or None]:
+    for old in sorted(folder.glob("*.md"))[: -(keep - 1) or None]:
         old.unlink(missing_ok=True)
     write_atomic(target, content)
     return target
 
 
-def save(path: Path, content: bytes, previous: bytes, tag: str) -> bool:
-    """Write `content` if it differs from `previous`, keeping `previous` in history/.
-    Returns whether the file changed. Call under the agent's lock."""
+def save(path: Path, content: bytes, previous: bytes, tag: str,
+         keep: int = HISTORY_KEEP) -> bool:
+    """Write `content` if it differs from `previous`, keeping `previous` in history/ (at
+    most `keep` versions). Returns whether the file changed. Call under the agent's lock."""
     if content == previous:
         return False
     _clean_temps(path)
     if previous:
-        save_history(path, previous, tag)
+        save_history(path, previous, tag, keep=keep)
     write_atomic(path, content)
     return True
 
@@ -239,7 +241,8 @@ def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Mem
     if line is not None:
         updated = with_failure_line(updated, line, budget)
         trace.emit("memory.failure_line", line=line)
-    changed = save(path, updated.render().encode("utf-8"), current, run_id)
+    changed = save(path, updated.render().encode("utf-8"), current, run_id,
+                   keep=job.spec.memory.history)
     trace.emit("memory.write", changed=changed, tokens=updated.tokens(), budget=budget)
     return note
 
@@ -253,7 +256,7 @@ def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, u
         details: dict[str, Any] = {"path": str(path), "proposal": None}
     else:
         proposal = save_history(path, apply_update(memory, update).render().encode("utf-8"),
-                                run_id, "proposal")
+                                run_id, "proposal", keep=job.spec.memory.history)
         proposal_note = f"the agent's version is saved as history/{proposal.name}"
         details = {"path": str(path), "proposal": str(proposal)}
     trace.emit("memory.conflict", **details)
@@ -280,6 +283,7 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
                             f"the process (pid {meta.get('pid')} on {meta.get('host')}) died "
                             "mid-run; whatever it was doing may be half done", [])
         updated = with_failure_line(memory, line, job.spec.memory.budget_tokens)
-        save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")))
+        save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
+             keep=job.spec.memory.history)
     finally:
         lock.release()

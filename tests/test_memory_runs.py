@@ -236,3 +236,20 @@ def test_a_run_killed_mid_session_is_in_the_failure_log_of_the_next(project, fak
     assert "- Check the feed first." in memory  # the agent's own rewrite went on top
     # the crash is alerted once; the completion after it is a recovery
     assert [a["event"] for a in project.alerts()] == ["run.crashed", "run.recovered"]
+
+
+def test_history_keeps_as_many_versions_as_the_job_says(project, fake_api):
+    project.job("brief", "[memory]\nhistory = 3\n")
+    objectives = [f"Brief the team, version {n}." for n in range(6)]
+    for objective in objectives:
+        fake_api.enqueue(tool_turn([update(objective)]), tool_turn([finish()]))
+        ran = project.run("run", "brief")
+        assert ran.code == 0, ran.stderr
+    versions = project.run("memory", "history", "brief", "--json").json()
+    assert len(versions) == 3
+    kept = [(project.root / "memory/brief/history" / f"{v['version']}.md").read_text()
+            for v in reversed(versions)]  # oldest first
+    # The three versions before the current one, oldest dropped first.
+    assert [objectives.index(next(o for o in objectives if o in text)) for text in kept] == \
+        [2, 3, 4]
+    assert objectives[5] in project.memory("brief")

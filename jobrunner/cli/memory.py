@@ -42,6 +42,16 @@ def _agent(proj: Any, agent: str) -> tuple[Path, int]:
     return path, min(budgets) if budgets else DEFAULT_BUDGET
 
 
+def _history_keep(proj: Any, agent: str) -> int:
+    """How many earlier versions to keep: the largest `memory.history` of the jobs that
+    name the agent (a person's edit never trims what one of them wants kept)."""
+    from jobrunner.jobfile import load_all
+    from jobrunner.memory_store import HISTORY_KEEP
+
+    jobs, _problems = load_all(proj)
+    return max((j.spec.memory.history for j in jobs if j.agent == agent), default=HISTORY_KEEP)
+
+
 def _budget_line(path: Path, tokens: int, budget: int) -> str:
     line = f"{path}: {tokens} tokens of a {budget}-token budget (one token per 4 characters)"
     if tokens > budget:
@@ -132,7 +142,7 @@ def edit(
         if edited == current:
             typer.echo(f"no changes to {path}")
         else:
-            save(path, edited, current, "edit")
+            save(path, edited, current, "edit", keep=_history_keep(proj, agent))
             typer.echo(f"saved {path}" + ("; the previous version is in history/"
                                           if current else ""))
         shutil.rmtree(folder, ignore_errors=True)
@@ -213,7 +223,7 @@ def restore(
         except MemoryFileError as exc:
             raise ConfigError(f"{exc}\nnothing was restored") from exc
         current = _read(path)
-        if not save(path, content, current, "restore"):
+        if not save(path, content, current, "restore", keep=_history_keep(proj, agent)):
             typer.echo(f"{path} already is version {found.name}")
             return
         typer.echo(f"restored {found.name} as {path}; the replaced version is in history/")
