@@ -161,14 +161,16 @@ class Daemon:
         taken = Store.open(self.project.state_dir).slot_run(name, slot)
         if taken:
             return  # caught up at start or after a reload, but that slot already ran
-        log(f"firing {name} for slot {iso(slot)}")
-        threading.Thread(target=self._launch, args=(job, slot, window),
+        jitter = random.uniform(0, job.spec.jitter) if job.spec.jitter else 0.0
+        log(f"firing {name} for slot {iso(slot)}"
+            + (f" after a jitter of {jitter:.2f}s" if jitter else ""))
+        threading.Thread(target=self._launch, args=(job, slot, window, jitter),
                          name=f"run-{name}", daemon=True).start()
 
-    def _launch(self, job: Job, slot: datetime, window: timedelta) -> None:
+    def _launch(self, job: Job, slot: datetime, window: timedelta, jitter: float) -> None:
         """Jitter, the concurrency cap, then a child `jobrunner run` and its exit."""
         name = job.name
-        if job.spec.jitter and self.stop.wait(random.uniform(0, job.spec.jitter)):
+        if jitter and self.stop.wait(jitter):
             return
         while not self.slots.acquire(timeout=0.5):
             if self.stop.is_set():

@@ -79,3 +79,34 @@ def test_max_concurrent_runs_firings_one_after_another(project):
     completed = [r for r in project.runs() if r["status"] == "completed"]
     assert sorted(r["job"] for r in completed) == ["one", "three", "two"]
     assert {r["trigger"] for r in completed} == {"daemon"}
+
+
+def test_jitter_spreads_firings_and_each_waits_what_it_drew(project):
+    """Six jobs due at once with `jitter = "4s"`: each firing waits its own random delay
+    (logged) before its run starts, so they do not all start in the same instant."""
+    names = [f"spread{i}" for i in range(6)]
+    for name in names:
+        replay_job(project, name, "* * * * *", jitter="4s")
+    if datetime.now(UTC).second > 45:  # catch them up at start, all for the same slot
+        time.sleep(61 - datetime.now(UTC).second)
+    fired: dict[str, tuple[float, float]] = {}  # name -> (when the line came, jitter drawn)
+    waited: dict[str, float] = {}
+    with reaped(project.popen("daemon", "--max-concurrent", "8")) as daemon:
+        deadline = time.monotonic() + 60
+        while len(waited) < len(names):
+            assert time.monotonic() < deadline, (fired, waited)
+            line = daemon.stderr.readline()
+            now = time.monotonic()
+            said = line.partition(" jobrunner daemon: ")[2].split()
+            if said[:1] == ["firing"]:
+                drawn = float(said[-1].rstrip("s")) if "after a jitter of" in line else 0.0
+                fired[said[1]] = (now, drawn)
+            elif said[:1] == ["started"] and said[1] in fired:
+                waited[said[1]] = now - fired[said[1]][0]
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    drawn = {name: fired[name][1] for name in names}
+    assert all(0 <= d <= 4 for d in drawn.values()), drawn
+    assert max(drawn.values()) - min(drawn.values()) >= 1.0, drawn  # spread, not one value
+    for name in names:  # each run started no earlier than its jitter allowed
+        assert waited[name] >= drawn[name] - 0.05, (name, drawn[name], waited[name])
