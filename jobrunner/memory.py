@@ -249,6 +249,20 @@ def apply_update(memory: Memory, update: MemoryUpdate) -> Memory:
     return _with_bodies(memory, bodies) if bodies else memory.copy()
 
 
+def fixed_tokens(memory: Memory) -> int:
+    """Tokens of what `update_memory` cannot change: text before the first heading, the
+    headings, and a person's extra sections (kept verbatim)."""
+    return apply_update(memory, MemoryUpdate(current_objective="")).tokens()
+
+
+def effective_budget(memory: Memory, budget: int) -> int:
+    """The size the file may reach: the budget, unless the parts the agent cannot change
+    already fill it; then those parts plus a quarter of the budget for the agent's four
+    sections. A person's long section must not leave the agent unable to save anything
+    (it is flagged by `memory show` for the person to trim)."""
+    return max(budget, fixed_tokens(memory) + budget // 4)
+
+
 def failure_line(day: str, run_id: str, what: str, step: int | None, detail: str,
                  not_done: list[str]) -> str:
     """jobrunner's own failure-log entry: dated, what failed, at which step, what was not
@@ -273,7 +287,8 @@ def with_failure_line(memory: Memory, line: str, budget_tokens: int) -> Memory:
     block = memory.section("what_not_to_do")
     body = _append_item(block.body if block else "", line, memory.newline)
     updated = _with_bodies(memory, {"what_not_to_do": body})
-    while updated.tokens() > budget_tokens:
+    limit = effective_budget(memory, budget_tokens)
+    while updated.tokens() > limit:
         lines = body.splitlines(keepends=True)
         ours = [i for i, text in enumerate(lines) if _JOBRUNNER_LINE.match(text)]
         if len(ours) < 2:  # only the new line is left: keep it

@@ -21,7 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobrunner import guards
 from jobrunner.jobfile import Job
-from jobrunner.memory import Memory, MemoryUpdate, apply_update
+from jobrunner.memory import (
+    Memory,
+    MemoryUpdate,
+    apply_update,
+    effective_budget,
+    fixed_tokens,
+)
 from jobrunner.models import ModelClient, ModelError, ModelRequest, ModelTurn
 from jobrunner.pricing import Price, Usage, cost_usd
 from jobrunner.redact import Redactor
@@ -547,10 +553,12 @@ class Session:
                                  f"{exc.errors()[0]['msg']}. Valid schema: {schema}")
         budget = self.job.spec.memory.budget_tokens
         tokens = apply_update(self.memory, update).tokens()
-        if tokens > budget:
+        limit = effective_budget(self.memory, budget)
+        if tokens > limit:
+            fixed = fixed_tokens(self.memory)
             state.memory_rejections += 1
             self.trace.emit("memory.over_budget", tokens=tokens, budget=budget,
-                            attempt=state.memory_rejections)
+                            fixed_tokens=fixed, attempt=state.memory_rejections)
             if state.memory_rejections >= MAX_MEMORY_REWRITES:
                 state.actions.append(Action(state.steps, "update_memory", {}, "failed",
                                             f"over budget {MAX_MEMORY_REWRITES} times"))
@@ -559,11 +567,17 @@ class Session:
                          "is_error": True, "content": (
                              f"Memory still over budget ({tokens} > {budget} tokens); the "
                              "previous memory is kept. Call finish now.")}, None)
+            if limit > budget:  # a person's sections already fill the budget
+                allowed = limit - fixed
+                size = (f"Your four sections take {tokens - fixed} tokens; the parts of the "
+                        f"file you cannot change take {fixed} of the {budget}-token budget, "
+                        f"so yours must fit in {allowed} (about {allowed * 4} characters).")
+            else:
+                size = (f"Memory is {tokens} tokens, over the budget of {budget} (about "
+                        f"{budget * 4} characters in all).")
             return ({"type": "tool_result", "tool_use_id": block.get("id"), "is_error": True,
-                     "content": (
-                         f"Memory is {tokens} tokens, over the budget of {budget} (about "
-                         f"{budget * 4} characters in all). Send a compact version: merge "
-                         "items, drop stale ones, shorten wording.")}, None)
+                     "content": size + " Send a compact version: merge items, drop stale "
+                     "ones, shorten wording."}, None)
         state.memory_update = update
         self.trace.emit("memory.update", tokens=tokens, budget=budget)
         return ({"type": "tool_result", "tool_use_id": block.get("id"),

@@ -253,3 +253,36 @@ def test_history_keeps_as_many_versions_as_the_job_says(project, fake_api):
     assert [objectives.index(next(o for o in objectives if o in text)) for text in kept] == \
         [2, 3, 4]
     assert objectives[5] in project.memory("brief")
+
+
+def test_a_persons_long_section_does_not_lock_the_agent_out_of_its_memory(project, fake_api):
+    """A runbook a person pasted into MEMORY.md is over the whole budget on its own. The
+    agent cannot shorten it (it is not one of its four sections), so the budget it is held
+    to leaves it a quarter of the budget for its own sections; the runbook stays whole."""
+    project.job("ops", "[memory]\nbudget_tokens = 200\n")
+    path = project.root / "memory/ops/MEMORY.md"
+    path.parent.mkdir(parents=True)
+    runbook = "".join(f"- Step {i}: check the queue depth and page on-call if over 1000.\n"
+                      for i in range(20))
+    path.write_text("# Memory: ops\n\n## Current objective\n\nOld.\n\n"
+                    f"## Runbook\n\n{runbook}\n## Key decisions made\n\n"
+                    "## What NOT to do (failure log)\n\n## Open items\n")
+    shown = project.run("memory", "show", "ops")
+    assert "it is mostly outside the agent's four sections" in shown.stdout
+    assert "the agent's sections get 50 tokens" in shown.stdout
+    fake_api.enqueue(
+        tool_turn([update("Watch the queue.", decisions=["x" * 400])]),  # too long even so
+        tool_turn([update("Watch the queue.", decisions=["Page at 1000."])]),
+        tool_turn([finish()]),
+    )
+    ran = project.run("run", "ops")
+    assert ran.code == 0, ran.stderr
+    [refused] = tool_results(fake_api.message_requests[1])
+    assert refused["is_error"] is True
+    assert "the parts of the file you cannot change take" in refused["content"]
+    assert "yours must fit in 50" in refused["content"]
+    [saved] = tool_results(fake_api.message_requests[2])
+    assert "Memory saved" in saved["content"]
+    memory = project.memory("ops")
+    assert "Watch the queue." in memory and "- Page at 1000." in memory
+    assert runbook in memory  # a person's section is never cut

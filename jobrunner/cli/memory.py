@@ -52,12 +52,22 @@ def _history_keep(proj: Any, agent: str) -> int:
     return max((j.spec.memory.history for j in jobs if j.agent == agent), default=HISTORY_KEEP)
 
 
-def _budget_line(path: Path, tokens: int, budget: int) -> str:
+def _budget_line(path: Path, memory: Any, budget: int) -> str:
+    from jobrunner.memory import fixed_tokens
+
+    tokens = memory.tokens()
     line = f"{path}: {tokens} tokens of a {budget}-token budget (one token per 4 characters)"
-    if tokens > budget:
-        line += (f"\nOVER BUDGET by {tokens - budget} tokens: kept as written (jobrunner never "
-                 "cuts it); the agent must compact it at its next memory update")
-    return line
+    if tokens <= budget:
+        return line
+    line += (f"\nOVER BUDGET by {tokens - budget} tokens: kept as written (jobrunner never "
+             "cuts it); ")
+    fixed = fixed_tokens(memory)
+    if fixed + budget // 4 > budget:
+        return line + (
+            f"it is mostly outside the agent's four sections ({fixed} tokens it cannot "
+            f"rewrite): trim them by hand; until then the agent's sections get "
+            f"{budget // 4} tokens")
+    return line + "the agent must compact it at its next memory update"
 
 
 def _hold(proj: Any, agent: str, what: str):
@@ -85,7 +95,7 @@ def show(
 ) -> None:
     """Print an agent's memory with its token count and budget (an over-budget hand edit
     is flagged, never cut)."""
-    from jobrunner.memory import SECTIONS, decode
+    from jobrunner.memory import SECTIONS, decode, fixed_tokens
 
     path, budget = _agent(project(ctx), agent)
     raw = _read(path)
@@ -94,7 +104,8 @@ def show(
     if as_json:
         print_json({
             "agent": agent, "path": str(path), "exists": path.exists(), "tokens": tokens,
-            "budget_tokens": budget, "over_budget": tokens > budget, "text": memory.render(),
+            "budget_tokens": budget, "over_budget": tokens > budget,
+            "fixed_tokens": fixed_tokens(memory), "text": memory.render(),
             "sections": {key: memory.section_text(key) for key in SECTIONS},
         })
         return
@@ -104,7 +115,7 @@ def show(
         typer.echo("--")
     else:
         typer.echo(f"(no memory yet: {path} is empty or missing)")
-    typer.echo(_budget_line(path, tokens, budget))
+    typer.echo(_budget_line(path, memory, budget))
 
 
 @memory_app.command("edit")
@@ -146,7 +157,7 @@ def edit(
             typer.echo(f"saved {path}" + ("; the previous version is in history/"
                                           if current else ""))
         shutil.rmtree(folder, ignore_errors=True)
-        typer.echo(_budget_line(path, memory.tokens(), budget))
+        typer.echo(_budget_line(path, memory, budget))
     finally:
         lock.release()
 
@@ -227,6 +238,6 @@ def restore(
             typer.echo(f"{path} already is version {found.name}")
             return
         typer.echo(f"restored {found.name} as {path}; the replaced version is in history/")
-        typer.echo(_budget_line(path, memory.tokens(), budget))
+        typer.echo(_budget_line(path, memory, budget))
     finally:
         lock.release()
