@@ -205,6 +205,18 @@ def is_stale(holder: dict[str, Any] | None, stale_after: float,
     return age is not None and age > stale_after
 
 
+def held_by_live_run(holder: dict[str, Any] | None) -> bool:
+    """Whether a busy lock's record names a run that is alive. When it does not, the OS
+    lock is held for an instant by `locks`/`check` testing liveness, or by a run that has
+    not written its record yet: worth waiting a moment for rather than skipping."""
+    if not holder or holder.get("state") != "held":
+        return False
+    pid = holder.get("pid")
+    if holder.get("host") == socket.gethostname() and isinstance(pid, int):
+        return pid_alive(pid)
+    return True
+
+
 def inspect(lock: RunLock, stale_after: float, now: datetime | None = None) -> LockState:
     """The state of a lock we do not hold, told by trying the OS lock for an instant.
 

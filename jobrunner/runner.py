@@ -17,7 +17,15 @@ from typing import Any
 
 from jobrunner import errors
 from jobrunner.jobfile import Job, load_job
-from jobrunner.lock import Acquired, Busy, HeartbeatThread, RunLock, heartbeat_interval, is_stale
+from jobrunner.lock import (
+    Acquired,
+    Busy,
+    HeartbeatThread,
+    RunLock,
+    heartbeat_interval,
+    held_by_live_run,
+    is_stale,
+)
 from jobrunner.project import Project
 from jobrunner.redact import Redactor
 from jobrunner.store import Store, iso, utcnow
@@ -122,6 +130,8 @@ def run_job(
                         f"({job.spec.timezone}); runs start again after midnight")
     lock = RunLock(locks_dir(project), f"job-{job.name}")
     got = lock.try_acquire()
+    if isinstance(got, Busy) and not held_by_live_run(got.holder):
+        got = lock.try_acquire(timeout=1.0)  # an instant's hold, not a run: wait it out
     if isinstance(got, Busy):
         holder = got.holder or {}
         if not is_stale(holder, job.spec.lock.stale_after):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -73,6 +74,42 @@ def test_fifty_simultaneous_runs_make_one_session(holding, fake_api, attempt):
     assert len(fake_api.message_requests) == 3  # one session: hold, update_memory, finish
     statuses = [r["status"] for r in holding.runs("busy")]
     assert statuses.count("completed") == 1 and statuses.count("skipped") == 49
+
+
+def _has_open(pid: int, path) -> bool:
+    """Whether process `pid` has `path` open (it is trying to take that lock)."""
+    try:
+        return any(os.path.realpath(f"/proc/{pid}/fd/{fd}") == str(path.resolve())
+                   for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
+
+
+def test_a_run_waits_out_an_instants_hold_by_locks_or_check(project, fake_api):
+    """`locks` and `check` test liveness by taking the OS lock for an instant. A run that
+    starts in that instant must not be skipped for it: the lock's record names no live
+    run, so it waits a moment and runs."""
+    import portalocker
+
+    project.job("tick")
+    project.run("locks")  # creates the lock files
+    lock_path = project.state / "locks" / "job-tick.lock"
+    fake_api.enqueue(tool_turn([("update_memory", MEMORY)]), tool_turn([finish()]))
+    inspector = portalocker.Lock(str(lock_path), mode="a", fail_when_locked=True,
+                                 flags=portalocker.LockFlags.EXCLUSIVE
+                                 | portalocker.LockFlags.NON_BLOCKING)
+    inspector.acquire()
+    try:
+        proc = project.popen("run", "tick")
+        wait_for(lambda: _has_open(proc.pid, lock_path) or proc.poll() is not None, 30,
+                 "the run to reach the lock")
+        time.sleep(0.3)  # its first, non-blocking attempt has failed by now
+    finally:
+        inspector.release()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    [record] = project.runs("tick")
+    assert record["status"] == "completed", record
 
 
 def test_kill_9_mid_tool_is_recorded_crashed_once_and_the_next_run_runs(holding, fake_api):
