@@ -9,7 +9,8 @@ to the project's channels, with a cooldown and an outbox.
   `pending` and is retried by the next run or `jobrunner check`. A channel that failed
   once in this process is not tried again by it, so a dead channel costs one timeout.
 - A failing channel also backs off across processes: the outbox sweep at the end of each
-  run leaves it alone for 30 s after its first failure, doubling up to 10 min, so a dead
+  run leaves it alone for `alerts.retry_backoff` (30 s) after its first failure, doubling
+  up to `alerts.retry_backoff_max` (10 min), so a dead
   webhook does not add its timeout to every cron tick. A new alert is still tried at once
   (it may be the one that matters), and `check` always tries: the watchdog line bounds how
   long a revived channel waits for its backlog.
@@ -35,9 +36,6 @@ from jobrunner.store import Store, iso, utcnow
 _BROKEN: set[str] = set()
 # A delivery claimed by a process that died mid-send is taken up again after this.
 _CLAIM_TIMEOUT = timedelta(minutes=5)
-# Backoff of a failing channel for the end-of-run outbox sweep: first, and at most.
-BACKOFF_FIRST = timedelta(seconds=30)
-BACKOFF_MAX = timedelta(minutes=10)
 
 
 class Alert(BaseModel):
@@ -247,7 +245,8 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None,
                 _BROKEN.add(key)
                 _set_status(store, {**row, "status": "sending"}, "pending",
                             redactor.text(error)[:500])
-                _channel_failed(store, key, redactor.text(error)[:500])
+                _channel_failed(store, key, redactor.text(error)[:500],
+                                project.settings.alerts)
                 counts["failed"] += 1
     except (sqlite3.Error, JobrunnerError):
         # The outbox keeps what it has; the next invocation tries again.
@@ -261,13 +260,15 @@ def _backing_off(store: Store) -> set[str]:
             "SELECT channel FROM channel_backoff WHERE retry_at > ?", (iso(utcnow()),))}
 
 
-def _channel_failed(store: Store, key: str, error: str) -> None:
-    """One more consecutive failure: the next sweep waits 30 s, then 1, 2, 4... min."""
+def _channel_failed(store: Store, key: str, error: str, policy: Any) -> None:
+    """One more consecutive failure: the next sweep waits `retry_backoff`, doubling per
+    failure up to `retry_backoff_max`."""
     with store.transaction() as conn:
         row = conn.execute("SELECT failures FROM channel_backoff WHERE channel = ?",
                            (key,)).fetchone()
         failures = (row["failures"] if row else 0) + 1
-        delay = min(BACKOFF_FIRST * 2 ** min(failures - 1, 20), BACKOFF_MAX)
+        delay = timedelta(seconds=min(policy.retry_backoff * 2 ** min(failures - 1, 20),
+                                      max(policy.retry_backoff, policy.retry_backoff_max)))
         conn.execute(
             "INSERT INTO channel_backoff (channel, failures, retry_at, last_error) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (channel) DO UPDATE SET failures = "

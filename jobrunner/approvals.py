@@ -13,6 +13,7 @@ import getpass
 import json
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -95,11 +96,17 @@ def queue(store: Store, *, job: str, run_id: str, tool: str, args: dict[str, Any
 
 def _trace_decision(store: Store, approval: Approval, event: str,
                     redactor: Redactor | None = None, **fields: Any) -> None:
-    """The decision goes into the trace of the run that queued the call."""
+    """The decision goes into the trace of the run that queued the call. The approvals
+    table is the record; a trace that cannot be written (full disk) is said on stderr and
+    does not turn a decision already made into a failed command."""
     from jobrunner.trace import append_event
 
-    append_event(store.path.parent, approval.run_id, redactor or Redactor([]), event,
-                 approval_id=approval.id, tool=approval.tool, **fields)
+    try:
+        append_event(store.path.parent, approval.run_id, redactor or Redactor([]), event,
+                     approval_id=approval.id, tool=approval.tool, **fields)
+    except OSError as exc:
+        print(f"jobrunner: {event} {approval.id} is recorded, but could not be added to the "
+              f"trace of run {approval.run_id}: {exc}", file=sys.stderr)
 
 
 def expire_due(store: Store, now: datetime | None = None) -> int:

@@ -92,6 +92,15 @@ def save_history(path: Path, content: bytes, tag: str, kind: str = "",
     return target
 
 
+def history_keep(project: Any, agent: str) -> int:
+    """How many earlier versions an agent keeps: the largest `[memory] history` of the
+    jobs that name it, so one job's small count never trims what another keeps."""
+    from jobrunner.jobfile import load_all
+
+    jobs, _problems = load_all(project)
+    return max((j.spec.memory.history for j in jobs if j.agent == agent), default=HISTORY_KEEP)
+
+
 def save(path: Path, content: bytes, previous: bytes, tag: str,
          keep: int = HISTORY_KEEP) -> bool:
     """Write `content` if it differs from `previous`, keeping `previous` in history/ (at
@@ -242,7 +251,7 @@ def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Mem
         updated = with_failure_line(updated, line, budget)
         trace.emit("memory.failure_line", line=line)
     changed = save(path, updated.render().encode("utf-8"), current, run_id,
-                   keep=job.spec.memory.history)
+                   keep=history_keep(project, job.agent))
     trace.emit("memory.write", changed=changed, tokens=updated.tokens(), budget=budget)
     return note
 
@@ -256,7 +265,7 @@ def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, u
         details: dict[str, Any] = {"path": str(path), "proposal": None}
     else:
         proposal = save_history(path, apply_update(memory, update).render().encode("utf-8"),
-                                run_id, "proposal", keep=job.spec.memory.history)
+                                run_id, "proposal", keep=history_keep(project, job.agent))
         proposal_note = f"the agent's version is saved as history/{proposal.name}"
         details = {"path": str(path), "proposal": str(proposal)}
     trace.emit("memory.conflict", **details)
@@ -284,6 +293,6 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
                             "mid-run; whatever it was doing may be half done", [])
         updated = with_failure_line(memory, line, job.spec.memory.budget_tokens)
         save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
-             keep=job.spec.memory.history)
+             keep=history_keep(project, job.agent))
     finally:
         lock.release()

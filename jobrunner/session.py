@@ -565,7 +565,7 @@ class Session:
                 state.finish_reminded = True  # "call finish now" must not be answered back
                 return ({"type": "tool_result", "tool_use_id": block.get("id"),
                          "is_error": True, "content": (
-                             f"Memory still over budget ({tokens} > {budget} tokens); the "
+                             f"Memory still over budget ({tokens} > {limit} tokens); the "
                              "previous memory is kept. Call finish now.")}, None)
             if limit > budget:  # a person's sections already fill the budget
                 allowed = limit - fixed

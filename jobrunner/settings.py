@@ -79,6 +79,10 @@ class AlertChannel(StrictModel):
 class AlertSettings(StrictModel):
     channels: list[AlertChannel] = Field(default_factory=list)
     cooldown: Duration = 3600.0  # the same event, job and cause alert once per this
+    # After a failed delivery, runs leave the channel alone this long, doubling per
+    # failure up to `retry_backoff_max` (`check` always tries).
+    retry_backoff: Duration = 30.0
+    retry_backoff_max: Duration = 600.0
 
 
 class Settings(StrictModel):

@@ -36,7 +36,9 @@ class Trace:
         self.run_id = run_id
         self.redactor = redactor
         self.seq = 0
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # One os.write per line on an O_APPEND descriptor: a line is never split, even
+        # when another process (an approval decided mid-run) appends to the same trace.
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def emit(self, event: str, **fields: Any) -> None:
         self.seq += 1
@@ -46,23 +48,29 @@ class Trace:
         )
         line = json.dumps(record.model_dump(), default=str)
         # Values that were not strings (turned into text by `default=str`) get a last pass.
-        self._file.write(self.redactor.text(line) + "\n")
-        self._file.flush()
+        data = (self.redactor.text(line) + "\n").encode("utf-8")
+        if self._fd is None:
+            raise ValueError(f"trace {self.path} is closed")
+        while data:
+            data = data[os.write(self._fd, data):]
 
     def sync(self) -> None:
         """fsync: called at run end so the trace survives a power cut too."""
-        os.fsync(self._file.fileno())
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._fd is not None:
             self.sync()
-            self._file.close()
+            os.close(self._fd)
+            self._fd = None
 
 
 def append_event(state_dir: Path, run_id: str, redactor: Redactor, event: str,
                  **fields: Any) -> None:
     """Add one event to a run's trace after the fact (a person's decision about a call the
-    run queued), numbered after its last event, so `show` tells the whole story."""
+    run queued), numbered after its last event, so `show` tells the whole story. If the
+    run is still writing, the two may share a number; the file's order is the truth."""
     path = trace_path(state_dir, run_id)
     last = max((e.get("seq", 0) for e in read_trace(path)), default=0)
     trace = Trace(path, run_id, redactor)
@@ -78,7 +86,8 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
     events = []
     if not path.is_file():
         return events
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # A kill mid-write can tear a multibyte character too: never fail on the bytes.
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             events.append(json.loads(line))
         except json.JSONDecodeError:

@@ -5,6 +5,7 @@ missed schedules, alerts on each once, and retries the alert outbox. Time is pas
 
 from __future__ import annotations
 
+import socket
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -66,7 +67,11 @@ def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[
             return [Finding("stale", job.name, f"{job.name}: run {meta.get('run_id')} held "
                             "the lock past lock.stale_after; stopped it and recorded it crashed",
                             state.as_json())]
-        return [Finding("stale", job.name, recovery.stale_message(job, meta), state.as_json())]
+        where = ("it runs on another host, so it was not stopped"
+                 if meta.get("host") != socket.gethostname() else "it could not be stopped")
+        return [Finding("stale", job.name, f"{job.name}: run {meta.get('run_id')} has held "
+                        f"the lock since {meta.get('started_at')}, past lock.stale_after; "
+                        f"{where}", state.as_json())]
     if state.state == "stale":
         holder = meta.get("run_id") or ""
         alerts.emit(project, "lock.stale", job.name, holder,

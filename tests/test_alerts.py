@@ -127,8 +127,8 @@ def test_a_dead_channel_is_not_retried_by_every_run(project, fake_api):
     """After a failure the end-of-run outbox sweep leaves the channel alone for a while
     (each try could cost its whole timeout on every cron tick); `check` still tries it."""
     port = free_port()
-    settings(project, f'[[alerts.channels]]\ntype = "webhook"\nurl = '
-                      f'"http://127.0.0.1:{port}/hook"\ntimeout = "2s"\n')
+    settings(project, f'[alerts]\nretry_backoff = "10m"\n\n[[alerts.channels]]\n'
+                      f'type = "webhook"\nurl = "http://127.0.0.1:{port}/hook"\ntimeout = "2s"\n')
     failing_job(project)
     project.job("other", tools=["fetch"])
     project.job("quiet")

@@ -60,8 +60,10 @@ def _resolve_in_doubt_like_an_operator(project, smtp, seed) -> None:
     the operator would: look at the mail server, then resolve. Without this, one such kill
     would turn every later cycle into an instant refusal with nothing left to kill."""
     entries = project.run("ledger", "--json").json()
+    done = sum(1 for e in entries if e["state"] == "done")
     for entry in [e for e in entries if e["state"] == "in_doubt"]:
-        sent = smtp.subjects().count("Item totals") >= 1
+        # More mails at the server than sends known done: this one went out.
+        sent = smtp.subjects().count("Item totals") > done
         out = project.run("ledger", "resolve", entry["key"], "--done" if sent else "--not-done")
         assert out.code == 0, (seed, out.stderr)
 

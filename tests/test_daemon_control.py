@@ -107,6 +107,7 @@ def test_jitter_spreads_firings_and_each_waits_what_it_drew(project):
         assert daemon.wait(timeout=30) == 0
     drawn = {name: fired[name][1] for name in names}
     assert all(0 <= d <= 4 for d in drawn.values()), drawn
-    assert max(drawn.values()) - min(drawn.values()) >= 1.0, drawn  # spread, not one value
+    # Spread, not one value (six draws all within 0.5 s: about 1 in 6,000).
+    assert max(drawn.values()) - min(drawn.values()) >= 0.5, drawn
     for name in names:  # each run started no earlier than its jitter allowed
         assert waited[name] >= drawn[name] - 0.05, (name, drawn[name], waited[name])

@@ -103,7 +103,7 @@ def test_a_run_waits_out_an_instants_hold_by_locks_or_check(project, fake_api):
         proc = project.popen("run", "tick")
         wait_for(lambda: _has_open(proc.pid, lock_path) or proc.poll() is not None, 30,
                  "the run to reach the lock")
-        time.sleep(0.3)  # its first, non-blocking attempt has failed by now
+        time.sleep(0.1)  # its first, non-blocking attempt has failed by now
     finally:
         inspector.release()
     out, err = proc.communicate(timeout=60)

@@ -286,3 +286,12 @@ def test_a_persons_long_section_does_not_lock_the_agent_out_of_its_memory(projec
     memory = project.memory("ops")
     assert "Watch the queue." in memory and "- Page at 1000." in memory
     assert runbook in memory  # a person's section is never cut
+
+
+def test_a_shared_agent_keeps_the_largest_history_of_its_jobs(project, fake_api):
+    project.job("hourly", "[memory]\nhistory = 2\n", agent="desk")
+    project.job("daily", "[memory]\nhistory = 4\n", agent="desk")
+    for n in range(6):
+        fake_api.enqueue(tool_turn([update(f"Desk work, version {n}.")]), tool_turn([finish()]))
+        assert project.run("run", "hourly").code == 0
+    assert len(project.run("memory", "history", "desk", "--json").json()) == 4

@@ -42,16 +42,6 @@ def _agent(proj: Any, agent: str) -> tuple[Path, int]:
     return path, min(budgets) if budgets else DEFAULT_BUDGET
 
 
-def _history_keep(proj: Any, agent: str) -> int:
-    """How many earlier versions to keep: the largest `memory.history` of the jobs that
-    name the agent (a person's edit never trims what one of them wants kept)."""
-    from jobrunner.jobfile import load_all
-    from jobrunner.memory_store import HISTORY_KEEP
-
-    jobs, _problems = load_all(proj)
-    return max((j.spec.memory.history for j in jobs if j.agent == agent), default=HISTORY_KEEP)
-
-
 def _budget_line(path: Path, memory: Any, budget: int) -> str:
     from jobrunner.memory import fixed_tokens
 
@@ -126,7 +116,7 @@ def edit(
     """Open $VISUAL or $EDITOR on a copy, under the agent's lock (runs of the agent wait);
     on save, check it is text and write it like any other version."""
     from jobrunner.memory import MemoryFileError, decode, template
-    from jobrunner.memory_store import save
+    from jobrunner.memory_store import history_keep, save
 
     proj = project(ctx)
     path, budget = _agent(proj, agent)
@@ -153,7 +143,7 @@ def edit(
         if edited == current:
             typer.echo(f"no changes to {path}")
         else:
-            save(path, edited, current, "edit", keep=_history_keep(proj, agent))
+            save(path, edited, current, "edit", keep=history_keep(proj, agent))
             typer.echo(f"saved {path}" + ("; the previous version is in history/"
                                           if current else ""))
         shutil.rmtree(folder, ignore_errors=True)
@@ -221,7 +211,7 @@ def restore(
 ) -> None:
     """Make a version from history/ the current memory (the replaced one is kept)."""
     from jobrunner.memory import MemoryFileError, decode
-    from jobrunner.memory_store import find_version, save
+    from jobrunner.memory_store import find_version, history_keep, save
 
     proj = project(ctx)
     path, budget = _agent(proj, agent)
@@ -234,7 +224,7 @@ def restore(
         except MemoryFileError as exc:
             raise ConfigError(f"{exc}\nnothing was restored") from exc
         current = _read(path)
-        if not save(path, content, current, "restore", keep=_history_keep(proj, agent)):
+        if not save(path, content, current, "restore", keep=history_keep(proj, agent)):
             typer.echo(f"{path} already is version {found.name}")
             return
         typer.echo(f"restored {found.name} as {path}; the replaced version is in history/")
