@@ -9,15 +9,8 @@ from pathlib import Path
 
 from tests.alert_servers import HttpRecorder, free_port
 from tests.fake_api import tool_turn
+from tests.test_alerts import FAILING_TOOL
 
-FAILING_TOOL = '''
-from jobrunner import ToolResult, tool
-
-@tool(risk="low", side_effect=False)
-def fetch(day: str) -> ToolResult:
-    """Fetch the day's numbers."""
-    return ToolResult(ok=False, error="upstream answered 503")
-'''
 JOBS = [f"report{i}" for i in range(6)]
 
 
