@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,7 +79,7 @@ def history_dir(path: Path) -> Path:
 
 
 def save_history(path: Path, content: bytes, tag: str, kind: str = "",
-                 keep: int = HISTORY_KEEP) -> Path:
+                 keep: int | Callable[[], int] = HISTORY_KEEP) -> Path:
     """Keep `content` in history/ as `TIME-TAG[-KIND].md` (TAG: the run id, `edit` or
     `restore`), dropping the oldest versions beyond `keep` (`[memory] history`)."""
     folder = history_dir(path)
@@ -86,7 +87,8 @@ def save_history(path: Path, content: bytes, tag: str, kind: str = "",
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = folder / f"{stamp}-{tag}{'-' + kind if kind else ''}.md"
     # Make room first, so a kill between the two steps never leaves more than the bound.
-    for old in sorted(folder.glob("*.md"))[: -(keep - 1) or None]:
+    limit = keep() if callable(keep) else keep
+    for old in sorted(folder.glob("*.md"))[: -(limit - 1) or None]:
         old.unlink(missing_ok=True)
     write_atomic(target, content)
     return target
@@ -94,17 +96,35 @@ def save_history(path: Path, content: bytes, tag: str, kind: str = "",
 
 def history_keep(project: Any, agent: str) -> int:
     """How many earlier versions an agent keeps: the largest `[memory] history` of the
-    jobs that name it, so one job's small count never trims what another keeps."""
-    from jobrunner.jobfile import load_all
+    jobs that name it, so one job's small count never trims what another keeps. Only job
+    files that can name the agent are validated (a run of one of 200 jobs must not pay
+    for parsing them all)."""
+    from jobrunner.errors import ConfigError
+    from jobrunner.jobfile import load_job
 
-    jobs, _problems = load_all(project)
-    return max((j.spec.memory.history for j in jobs if j.agent == agent), default=HISTORY_KEEP)
+    everyone = project.settings.defaults.get("agent") == agent
+    counts = []
+    for name in project.job_names():
+        if name != agent and not everyone:
+            try:
+                if agent not in project.job_path(name).read_text(encoding="utf-8"):
+                    continue
+            except (OSError, UnicodeDecodeError):
+                continue
+        try:
+            job = load_job(project, name)
+        except ConfigError:
+            continue
+        if job.agent == agent:
+            counts.append(job.spec.memory.history)
+    return max(counts, default=HISTORY_KEEP)
 
 
 def save(path: Path, content: bytes, previous: bytes, tag: str,
-         keep: int = HISTORY_KEEP) -> bool:
+         keep: int | Callable[[], int] = HISTORY_KEEP) -> bool:
     """Write `content` if it differs from `previous`, keeping `previous` in history/ (at
-    most `keep` versions). Returns whether the file changed. Call under the agent's lock."""
+    most `keep` versions; a callable is asked only then). Returns whether the file
+    changed. Call under the agent's lock."""
     if content == previous:
         return False
     _clean_temps(path)
@@ -251,7 +271,7 @@ def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Mem
         updated = with_failure_line(updated, line, budget)
         trace.emit("memory.failure_line", line=line)
     changed = save(path, updated.render().encode("utf-8"), current, run_id,
-                   keep=history_keep(project, job.agent))
+                   keep=lambda: history_keep(project, job.agent))
     trace.emit("memory.write", changed=changed, tokens=updated.tokens(), budget=budget)
     return note
 
@@ -265,7 +285,7 @@ def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, u
         details: dict[str, Any] = {"path": str(path), "proposal": None}
     else:
         proposal = save_history(path, apply_update(memory, update).render().encode("utf-8"),
-                                run_id, "proposal", keep=history_keep(project, job.agent))
+                                run_id, "proposal", keep=lambda: history_keep(project, job.agent))
         proposal_note = f"the agent's version is saved as history/{proposal.name}"
         details = {"path": str(path), "proposal": str(proposal)}
     trace.emit("memory.conflict", **details)
@@ -293,6 +313,6 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
                             "mid-run; whatever it was doing may be half done", [])
         updated = with_failure_line(memory, line, job.spec.memory.budget_tokens)
         save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
-             keep=history_keep(project, job.agent))
+             keep=lambda: history_keep(project, job.agent))
     finally:
         lock.release()
