@@ -169,6 +169,14 @@ class Daemon:
 
     def _launch(self, job: Job, slot: datetime, window: timedelta, jitter: float) -> None:
         """Jitter, the concurrency cap, then a child `jobrunner run` and its exit."""
+        try:
+            self._launch_once(job, slot, window, jitter)
+        finally:
+            # A thread per firing: its database connection must not outlive it (200 jobs
+            # a minute kept ~200 connections open, and their caches resident).
+            Store.open(self.project.state_dir).close_thread()
+
+    def _launch_once(self, job: Job, slot: datetime, window: timedelta, jitter: float) -> None:
         name = job.name
         if jitter and self.stop.wait(jitter):
             return

@@ -21,6 +21,7 @@ from jobrunner.errors import StateError
 
 # (pid, thread, database) -> its open connection; see Store.connect.
 _CONNECTIONS: dict[tuple[int, int, str], sqlite3.Connection] = {}
+_MIGRATED: set[tuple[int, str]] = set()
 
 MIGRATIONS: list[tuple[str, str]] = [
     (
@@ -191,8 +192,12 @@ class Store:
 
     @classmethod
     def open(cls, state_dir: Path) -> Store:
+        """The project's store, migrated (once per process: each check is a write
+        transaction, and a run or the daemon opens the store many times)."""
         store = cls(state_dir / "jobrunner.sqlite3")
-        store.migrate()
+        if (os.getpid(), str(store.path)) not in _MIGRATED:
+            store.migrate()
+            _MIGRATED.add((os.getpid(), str(store.path)))
         return store
 
     @contextmanager
@@ -219,6 +224,13 @@ class Store:
         # A forked child must never use its parent's connection: the key holds the pid.
         _CONNECTIONS[key] = conn
         return conn
+
+    def close_thread(self) -> None:
+        """Close this thread's connection. For short-lived threads (the daemon's launch
+        threads): theirs would stay open, with its page cache, after they end."""
+        conn = _CONNECTIONS.pop((os.getpid(), threading.get_ident(), str(self.path)), None)
+        if conn is not None:
+            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
