@@ -92,6 +92,7 @@ class Daemon:
         self.children: dict[int, tuple[str, subprocess.Popen]] = {}
         self.jobs: dict[str, Job] = {}
         self.keys: dict[str, str] = {}
+        self.last_fired: dict[str, datetime] = {}  # job -> the latest slot it fired for
         self.mtimes: dict[str, int] = {}
         self.problems: list[str] = []
         self.flags = {"term": False, "hup": False}
@@ -158,6 +159,15 @@ class Daemon:
         if slot is None:
             log(f"{name}: fired with no slot in the last {window}; not run")
             return
+        with self.lock:
+            # Two firings can land on one slot: a catch-up at start that ran late enough
+            # to see the next slot, then that slot's own firing, before the first child
+            # has recorded its run. The child's once-per-slot check would skip it; not
+            # launching it at all is cheaper, and keeps the log honest.
+            last = self.last_fired.get(name)
+            if last is not None and slot <= last:
+                return
+            self.last_fired[name] = slot
         taken = Store.open(self.project.state_dir).slot_run(name, slot)
         if taken:
             return  # caught up at start or after a reload, but that slot already ran

@@ -77,7 +77,11 @@ def test_max_concurrent_runs_firings_one_after_another(project):
     assert kinds == ["started", "ended"] * (len(kinds) // 2), events
     assert {name for kind, name in events if kind == "started"} == {"one", "three", "two"}
     completed = [r for r in project.runs() if r["status"] == "completed"]
-    assert sorted(r["job"] for r in completed) == ["one", "three", "two"]
+    # On a slow machine the next minute's slot may fire before the daemon is stopped;
+    # the caught-up slot is the one under test.
+    caught_up = min(r["slot"] for r in completed)
+    assert sorted(r["job"] for r in completed if r["slot"] == caught_up) == \
+        ["one", "three", "two"]
     assert {r["trigger"] for r in completed} == {"daemon"}
 
 
