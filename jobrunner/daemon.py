@@ -93,6 +93,7 @@ class Daemon:
         self.jobs: dict[str, Job] = {}
         self.keys: dict[str, str] = {}
         self.last_fired: dict[str, datetime] = {}  # job -> the latest slot it fired for
+        self.fired_lock = threading.Lock()
         self.mtimes: dict[str, int] = {}
         self.problems: list[str] = []
         self.flags = {"term": False, "hup": False}
@@ -159,7 +160,7 @@ class Daemon:
         if slot is None:
             log(f"{name}: fired with no slot in the last {window}; not run")
             return
-        with self.lock:
+        with self.fired_lock:  # not self.lock: launch threads hold that across a fork
             # Two firings can land on one slot: a catch-up at start that ran late enough
             # to see the next slot, then that slot's own firing, before the first child
             # has recorded its run. The child's once-per-slot check would skip it; not
