@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from tests.conftest import jobrunner_executable, reaped
 from tests.schedule_helpers import replay_job
+from tests.test_due import daily_at
 
 
 def test_systemd_unit_runs_this_project_with_absolute_paths(project):
@@ -53,11 +54,12 @@ def test_max_concurrent_runs_firings_one_after_another(project):
     from tests.schedule_helpers import SLEEPY_TOOL
 
     project.tool_file("sleepy", SLEEPY_TOOL)
+    # Daily at the minute just begun: only the caught-up slot fires, however slowly the
+    # runs go (a `* * * * *` job would fire again if they crossed into the next minute).
+    schedule = daily_at(datetime.now(UTC))
     for name in ("one", "two", "three"):
-        replay_job(project, name, "* * * * *", before=[("sleepy", {"seconds": 2})],
+        replay_job(project, name, schedule, before=[("sleepy", {"seconds": 2})],
                    tools=["sleepy"])
-    if datetime.now(UTC).second > 30:  # keep the three runs inside one minute
-        time.sleep(61 - datetime.now(UTC).second)
     events: list[tuple[str, str]] = []
     with reaped(project.popen("daemon", "--max-concurrent", "1")) as daemon:
         deadline = time.monotonic() + 90
@@ -77,11 +79,8 @@ def test_max_concurrent_runs_firings_one_after_another(project):
     assert kinds == ["started", "ended"] * (len(kinds) // 2), events
     assert {name for kind, name in events if kind == "started"} == {"one", "three", "two"}
     completed = [r for r in project.runs() if r["status"] == "completed"]
-    # On a slow machine the next minute's slot may fire before the daemon is stopped;
-    # the caught-up slot is the one under test.
-    caught_up = min(r["slot"] for r in completed)
-    assert sorted(r["job"] for r in completed if r["slot"] == caught_up) == \
-        ["one", "three", "two"]
+    assert sorted(r["job"] for r in completed) == ["one", "three", "two"]
+    assert len({r["slot"] for r in completed}) == 1  # the one caught-up slot
     assert {r["trigger"] for r in completed} == {"daemon"}
 
 
@@ -89,10 +88,9 @@ def test_jitter_spreads_firings_and_each_waits_what_it_drew(project):
     """Six jobs due at once with `jitter = "4s"`: each firing waits its own random delay
     (logged) before its run starts, so they do not all start in the same instant."""
     names = [f"spread{i}" for i in range(6)]
+    schedule = daily_at(datetime.now(UTC))  # caught up at start, and only that slot
     for name in names:
-        replay_job(project, name, "* * * * *", jitter="4s")
-    if datetime.now(UTC).second > 45:  # catch them up at start, all for the same slot
-        time.sleep(61 - datetime.now(UTC).second)
+        replay_job(project, name, schedule, jitter="4s")
     fired: dict[str, tuple[float, float]] = {}  # name -> (when the line came, jitter drawn)
     waited: dict[str, float] = {}
     with reaped(project.popen("daemon", "--max-concurrent", "8")) as daemon:
