@@ -129,6 +129,9 @@ class Daemon:
             self.keys.pop(name, None)
             log(f"unscheduled {name}")
         now = utcnow()
+        # Known before they are scheduled: the scheduler already runs, and a catch-up
+        # firing can come at once; fire() finding no job would drop it.
+        self.jobs = fresh
         for name, job in sorted(fresh.items()):
             key = job.spec.model_dump_json()
             if self.keys.get(name) == key:
@@ -146,7 +149,6 @@ class Daemon:
             nxt = job.schedule().next_after(now)
             log(f"scheduled {name}: {job.spec.schedule} ({job.spec.timezone}), next "
                 f"{format_local(nxt, job.spec.timezone)}")
-        self.jobs = fresh
 
     def fire(self, name: str) -> None:
         """One firing (in a scheduler thread): find the slot, then hand the launch to a
