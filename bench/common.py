@@ -120,7 +120,7 @@ def make_project(base: Path, api_url: str | None = None) -> BenchProject:
     state = base / "state"
     (root / "jobrunner.toml").write_text(f'state_dir = "{state}"\n', encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "JOBRUNNER_"))}
-    env.update({"XDG_STATE_HOME": str(base / "xdg"), "ANTHROPIC_API_KEY": TEST_KEY})
+    env["ANTHROPIC_API_KEY"] = TEST_KEY
     if api_url:
         env["ANTHROPIC_BASE_URL"] = api_url
     return BenchProject(root=root, state=state, env=env)

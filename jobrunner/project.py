@@ -60,13 +60,48 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{path}:{line}: TOML syntax: {message}{hint}") from exc
 
 
-def _default_state_dir(root: Path) -> Path:
-    # Lazy: platformdirs costs ~25 ms and only the state dir needs it.
+def account_home() -> Path:
+    """The user account's home folder as the password database has it.
+
+    Not `$HOME` and not `$XDG_STATE_HOME`: a shell, cron's bare environment (`env -i`),
+    sudo and systemd disagree about variables, and two state folders for one project
+    mean two ledgers and two sets of locks (the email sent twice, two runs at once).
+    """
+    import pwd
+
+    try:
+        return Path(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:  # a uid with no passwd entry (some containers): the variable is all
+        return Path.home()
+
+
+def state_root() -> Path:
+    """Where every project's default state folder lives, whoever launches jobrunner."""
+    import sys
+
+    if os.name == "posix" and sys.platform != "darwin":
+        # platformdirs' Linux default, without its `$XDG_STATE_HOME` override.
+        return account_home() / ".local" / "state" / "jobrunner"
+    # Elsewhere platformdirs reads no variable for it. Lazy: it costs ~25 ms.
     from platformdirs import user_state_dir
 
+    return Path(user_state_dir("jobrunner"))
+
+
+def _default_state_dir(root: Path) -> Path:
     slug = re.sub(r"[^a-z0-9_-]+", "-", root.name.lower()).strip("-") or "project"
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
-    return Path(user_state_dir("jobrunner")) / f"{slug}-{digest}"
+    return state_root() / f"{slug}-{digest}"
+
+
+def legacy_state_dir(root: Path) -> Path | None:
+    """The folder earlier versions used for this project when `$XDG_STATE_HOME` was set,
+    if it exists and is not the one in use now (its runs and ledger are not seen)."""
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    if not xdg or not os.path.isabs(xdg):
+        return None
+    old = Path(xdg) / "jobrunner" / _default_state_dir(root).name
+    return old if old.is_dir() and old.resolve() != _default_state_dir(root).resolve() else None
 
 
 def load_env_file(path: Path) -> dict[str, str]:
@@ -146,13 +181,22 @@ class Project:
             return []
         return sorted(p.stem for p in self.jobs_dir.glob("*.toml"))
 
+    @property
+    def configured_state_dir(self) -> str:
+        """`state_dir` from jobrunner.toml ("" when the default applies)."""
+        raw, _ = self.raw_settings
+        value = raw.get("state_dir")
+        return value if isinstance(value, str) else ""
+
     @cached_property
     def state_dir(self) -> Path:
         """Machine state (runs, traces, locks, ledger); created on first use."""
-        raw, _ = self.raw_settings
-        configured = raw.get("state_dir")
-        if isinstance(configured, str) and configured:
-            path = Path(configured).expanduser()
+        configured = self.configured_state_dir
+        if configured:
+            # `~` is the account's home, as for the default: not whatever `$HOME` says.
+            if configured == "~" or configured.startswith("~/"):
+                configured = str(account_home()) + configured[1:]
+            path = Path(configured)
             path = path if path.is_absolute() else self.root / path
         else:
             path = _default_state_dir(self.root)

@@ -129,11 +129,11 @@ class Project:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's state, key or project."""
+    """No test sees the developer's key or project (each project fixture sets its own
+    `state_dir`: the default one does not depend on the environment)."""
     for var in ("JOBRUNNER_HOME", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN",
-                "ANTHROPIC_BASE_URL"):
+                "ANTHROPIC_BASE_URL", "XDG_STATE_HOME"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
 @pytest.fixture
@@ -156,7 +156,6 @@ def project(tmp_path: Path, fake_api: FakeMessagesAPI) -> Project:
     env.update({
         "ANTHROPIC_API_KEY": TEST_KEY,
         "ANTHROPIC_BASE_URL": fake_api.url,
-        "XDG_STATE_HOME": str(tmp_path / "xdg-state"),
         "PYTHONDONTWRITEBYTECODE": "1",
     })
     return Project(root=root, state=state, env=env)
@@ -173,5 +172,4 @@ def example_project(tmp_path: Path, fake_api: FakeMessagesAPI) -> Project:
     settings = (REPO / "jobrunner.toml").read_text(encoding="utf-8")
     (root / "jobrunner.toml").write_text(f'state_dir = "{state}"\n' + settings)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "JOBRUNNER_"))}
-    env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
     return Project(root=root, state=state, env=env)

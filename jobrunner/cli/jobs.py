@@ -149,6 +149,14 @@ def validate(
             typer.echo(f"ok  {job.name}: next run {_next_text(job, now)}")
         for problem in problems:
             typer.echo(relative(problem), err=True)
+    from jobrunner.project import legacy_state_dir
+
+    legacy = None if proj.configured_state_dir else legacy_state_dir(proj.root)
+    if legacy is not None:
+        typer.echo(f"note: {legacy} holds state of this project from runs launched where "
+                   f"$XDG_STATE_HOME was set; jobrunner now always uses {proj.state_dir} "
+                   "(the same for a shell, cron and the daemon): move what you need there",
+                   err=True)
     if problems:
         raise typer.Exit(2)
 
