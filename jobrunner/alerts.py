@@ -76,6 +76,25 @@ def channel_label(channel: Any) -> str:
     return "log " + channel.path
 
 
+def alert_settings(project: Any) -> Any:
+    """The project's `[alerts]` settings. When jobrunner.toml is invalid elsewhere, its
+    `[alerts]` table alone, if that validates: the alert saying the file is broken must
+    still reach the channels."""
+    from jobrunner.errors import ConfigError
+    from jobrunner.settings import AlertSettings
+
+    try:
+        return project.settings.alerts
+    except ConfigError:
+        from pydantic import ValidationError
+
+        try:
+            raw, _ = project.raw_settings
+            return AlertSettings.model_validate(raw.get("alerts") or {})
+        except (ConfigError, ValidationError):
+            return AlertSettings()
+
+
 def _matches(names: list[str], value: str | None) -> bool:
     return "*" in names or (value is not None and value in names)
 
@@ -96,7 +115,7 @@ def routed_channels(project: Any, event: str, job: str | None,
                     job_events: list[str] | None = None) -> list[Any]:
     """The configured channels this alert goes to: the channel's `events` and `jobs`
     must match, and the job's own `[alerts] events` must allow the event."""
-    channels = project.settings.alerts.channels
+    channels = alert_settings(project).channels
     if not channels:
         return []
     allowed = job_events if job_events is not None else _job_events(project, job)
@@ -143,7 +162,7 @@ def _raise(project, event, job, run_id, message, details, redactor, cause, once,
     alert_id: int | None = None
     try:
         store = Store.open(project.state_dir)
-        alert_id = _record(store, alert, cause, once, project.settings.alerts.cooldown,
+        alert_id = _record(store, alert, cause, once, alert_settings(project).cooldown,
                            body, [channel_key(c) for c in channels])
     except (sqlite3.Error, JobrunnerError) as exc:
         # The log below still has it; say why the channels were not tried.
@@ -190,6 +209,24 @@ def _record(store: Store, alert: Alert, cause: str, once: bool, cooldown: float,
     return alert_id
 
 
+def alert_invalid(project: Any, problems: list[str]) -> None:
+    """`job.invalid` once for each distinct problem of a job file or jobrunner.toml: a job
+    that stops validating is no longer scheduled, and that must not be silent."""
+    import hashlib
+
+    from jobrunner.errors import ConfigError
+
+    try:
+        project.raw_settings  # noqa: B018 - unreadable: no state folder to alert into
+    except ConfigError:
+        return  # the caller reports the problem on stderr, where cron mails it
+    for problem in dict.fromkeys(problems):
+        where = Path(problem.split(":", 1)[0])
+        job = where.stem if where.parent == project.jobs_dir else None
+        emit(project, "job.invalid", job, None, problem, {"problem": problem},
+             cause=hashlib.sha256(problem.encode()).hexdigest()[:16], once=True)
+
+
 def already_sent(store: Store, event: str, job: str | None, cause: str) -> bool:
     """Whether an alert for this event, job and cause was ever raised."""
     with store.connect() as conn:
@@ -211,7 +248,7 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None,
     counts = {"delivered": 0, "failed": 0, "abandoned": 0, "backing_off": 0}
     try:
         store = Store.open(project.state_dir)
-        channels = {channel_key(c): c for c in project.settings.alerts.channels}
+        channels = {channel_key(c): c for c in alert_settings(project).channels}
         resting = set() if force or alert_ids is not None else _backing_off(store)
         stale_claim = iso(utcnow() - _CLAIM_TIMEOUT)
         query = ("SELECT d.alert_id, d.channel, d.status, d.updated_at, a.body "
@@ -246,7 +283,7 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None,
                 _set_status(store, {**row, "status": "sending"}, "pending",
                             redactor.text(error)[:500])
                 _channel_failed(store, key, redactor.text(error)[:500],
-                                project.settings.alerts)
+                                alert_settings(project))
                 counts["failed"] += 1
     except (sqlite3.Error, JobrunnerError):
         # The outbox keeps what it has; the next invocation tries again.
@@ -306,7 +343,7 @@ def _set_status(store: Store, row: dict[str, Any], status: str, error: str | Non
 def send_test(project: Any) -> list[dict[str, Any]]:
     """Send an `alert.test` through every configured channel, ignoring routing and
     cooldown; returns one {channel, ok, error} per channel (the log always works)."""
-    channels = list(project.settings.alerts.channels)
+    channels = list(alert_settings(project).channels)
     _, alert_id = _raise(
         project, "alert.test", None, None, "jobrunner test alert: this channel works",
         {"channels": [channel_label(c) for c in channels]}, None,
@@ -330,7 +367,7 @@ def send_test(project: Any) -> list[dict[str, Any]]:
 def recent(project: Any, limit: int = 20) -> list[dict[str, Any]]:
     """The newest alerts with each channel's delivery state, newest first."""
     store = Store.open(project.state_dir)
-    labels = {channel_key(c): channel_label(c) for c in project.settings.alerts.channels}
+    labels = {channel_key(c): channel_label(c) for c in alert_settings(project).channels}
     with store.connect() as conn:
         rows = [dict(r) for r in conn.execute(
             "SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))]

@@ -26,7 +26,7 @@ from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 
-from jobrunner import errors
+from jobrunner import alerts, errors
 from jobrunner.jobfile import Job, load_all
 from jobrunner.lock import Busy, RunLock
 from jobrunner.project import Project
@@ -118,10 +118,13 @@ class Daemon:
             jobs, problems = load_all(self.project)
         except errors.JobrunnerError as exc:  # jobrunner.toml itself is broken
             log(f"reload ({why}): {exc}; keeping the current schedule")
+            if isinstance(exc, errors.ConfigError):
+                alerts.alert_invalid(self.project, exc.problems)
             return
         if problems != self.problems:
             for problem in problems:
                 log(f"not scheduled: {problem}")
+            alerts.alert_invalid(self.project, problems)
         self.problems = problems
         fresh = {job.name: job for job in jobs}
         for name in sorted(set(self.jobs) - set(fresh)):

@@ -13,6 +13,7 @@ ALERT_EVENTS = (
     "approval.pending",
     "memory.conflict",
     "run.recovered",
+    "job.invalid",
     "alert.test",
 )
 

@@ -263,6 +263,33 @@ def load_job(project: Project, name: str) -> Job:
     return job
 
 
+NO_KEY = ("needs an Anthropic API key: set ANTHROPIC_API_KEY in the environment, or in the "
+          "env_file named by jobrunner.toml (mode 0600), where cron and the daemon see it too; "
+          'for an offline run use model = "replay:PATH"')
+
+
+def environment_problems(project: Project, job: Job) -> list[str]:
+    """What the environment lacks for the job to run, checked before anything is run or
+    recorded: the project's env_file is readable and private (ConfigError otherwise), and a
+    job on an Anthropic model has a key. A missing key is the operator's to fix: it must
+    not reach the model, the agent's memory or the job's pause count."""
+    import os
+
+    project.load_env()
+    if job.spec.model.startswith("replay:"):
+        return []
+    if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+        return []
+    from jobrunner.tomlpos import key_lines, line_of
+
+    try:
+        text = job.path.read_text(encoding="utf-8")
+        line = line_of(key_lines(text), ("model",))
+    except (OSError, UnicodeDecodeError):
+        line = 1
+    return [f"{job.path}:{line}: model: {job.spec.model} {NO_KEY}"]
+
+
 def load_all(project: Project) -> tuple[list[Job], list[str]]:
     """Every declared job that validates, and the problems of those that do not."""
     jobs, problems = [], []

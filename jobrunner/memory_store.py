@@ -37,6 +37,10 @@ from jobrunner.memory import (
 HISTORY_KEEP = 30
 _VERSION = re.compile(r"^(?P<stamp>\d{8}T\d{12}Z)-(?P<tag>.+?)(?:-(?P<kind>proposal))?\.md$")
 FAILED_STATUSES = ("aborted", "crashed", "limit")
+# Stops that are the operator's to fix (the key, its permissions, the model's name): they
+# are recorded and alerted, but they are no lesson for the agent's memory.
+OPERATOR_STOPS = ("model_api_error:auth", "model_api_error:permission",
+                  "model_api_error:not_found")
 
 
 class MemoryBusy(errors.JobrunnerError):
@@ -226,7 +230,7 @@ def _today(job: Any) -> str:
 
 def run_failure_line(job: Any, run_id: str, result: Any) -> str | None:
     """The failure-log line for a session that ended aborted or at a limit, else None."""
-    if result.status not in FAILED_STATUSES:
+    if result.status not in FAILED_STATUSES or result.stop_reason in OPERATOR_STOPS:
         return None
     what = f"{result.status} ({result.stop_reason})"
     undone = [a.tool for a in result.state.actions if a.outcome == "not_executed"]

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from jobrunner import errors
-from jobrunner.jobfile import Job, load_job
+from jobrunner.jobfile import Job, environment_problems, load_job
 from jobrunner.lock import (
     Acquired,
     Busy,
@@ -112,7 +112,9 @@ def run_job(
     from jobrunner import pause
 
     job = load_job(project, name)
-    project.load_env()
+    missing = environment_problems(project, job)
+    if missing:  # an operator's problem: nothing is recorded, paused or learned from it
+        raise errors.ConfigError(missing)
     store = Store.open(project.state_dir)
     run_id = new_run_id(now)
     paused = pause.is_paused(store, job.name)

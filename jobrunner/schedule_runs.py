@@ -81,6 +81,10 @@ def run_due(project: Project, names: list[str] | None = None, trigger: str = "du
         jobs, problems = load_all(project)
     for problem in problems:
         print(problem, file=sys.stderr)
+    if problems:
+        from jobrunner import alerts
+
+        alerts.alert_invalid(project, problems)
     now = now or utcnow()
     due = due_slots(project, jobs, now)
     delays = sorted(((random.uniform(0, d.job.spec.jitter), d) for d in due),

@@ -31,11 +31,19 @@ class Finding:
 def check(project: Any, now: datetime | None = None) -> list[Finding]:
     """Look at every job once; alert on what is wrong; return what was found."""
     from jobrunner import alerts
-    from jobrunner.jobfile import load_all
+    from jobrunner.errors import ConfigError
+    from jobrunner.jobfile import environment_problems, load_all
 
     now = now or utcnow()
     store = Store.open(project.state_dir)
     jobs, problems = load_all(project)
+    try:
+        for job in jobs:  # what `run` would refuse: a missing key, the env_file's mode
+            problems.extend(environment_problems(project, job))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    problems = list(dict.fromkeys(problems))
+    alerts.alert_invalid(project, problems)
     findings = [Finding("invalid", None, p) for p in problems]
     for job in jobs:
         findings += _lock_findings(project, store, job, now)

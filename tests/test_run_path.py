@@ -159,7 +159,7 @@ def test_help_does_not_import_anthropic(project):
 def test_missing_api_key_is_explained(project, fake_api):
     project.job("keyless")
     ran = project.run("run", "keyless", env={"ANTHROPIC_API_KEY": ""})
-    assert ran.code == 1
+    assert ran.code == 2  # a configuration error: nothing was run or written
     assert "set ANTHROPIC_API_KEY" in ran.stderr
     assert fake_api.message_requests == []
 

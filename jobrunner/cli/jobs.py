@@ -128,7 +128,7 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Check job files and settings without running anything."""
-    from jobrunner.jobfile import load_all, load_job
+    from jobrunner.jobfile import environment_problems, load_all, load_job
 
     proj = project(ctx)
     proj.settings  # noqa: B018 - validates jobrunner.toml first
@@ -136,6 +136,18 @@ def validate(
         jobs, problems = [load_job(proj, name)], []
     else:
         jobs, problems = load_all(proj)
+    # What `run` checks before it runs, validate checks too (the env_file's mode, the key).
+    ready = []
+    try:
+        for job in jobs:
+            missing = environment_problems(proj, job)
+            problems.extend(missing)
+            if not missing:
+                ready.append(job)
+    except ConfigError as exc:  # the env_file: no job can run
+        problems.extend(exc.problems)
+        ready = []
+    jobs = ready
     now = datetime.now(UTC)
     if as_json:
         print_json({
