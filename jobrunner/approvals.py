@@ -249,7 +249,7 @@ def approve(project: Any, approval_id: str, user: str,
     else:
         fields = {
             "outcome": "ok" if outcome.ok else claim.entry.status,
-            "result": json.dumps(redactor.data(outcome.data), default=str)
+            "result": ledger.result_text(redactor.data(outcome.data))
             if outcome.ok else None,
             "error": redactor.text(outcome.error) if outcome.error else None,
         }

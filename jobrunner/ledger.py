@@ -30,6 +30,9 @@ from jobrunner.errors import JobrunnerError, NotFoundError
 from jobrunner.store import Store, iso, utcnow
 
 RETRYABLE = ("failed", "not_done")
+# A recorded result is for people and for the note a repeated call gets (which is cut to
+# max_tool_result_chars anyway): a bounded excerpt, not a 50 MB blob in every state copy.
+RESULT_MAX_CHARS = 64_000
 FIELDS = (
     "key", "job", "tool", "args", "status", "run_id", "approval_id", "pid", "host",
     "attempts", "intent_at", "outcome_at", "result", "error", "resolved_by", "resolved_at",
@@ -38,6 +41,15 @@ FIELDS = (
 
 class LedgerError(JobrunnerError):
     """An operator asked for something the ledger cannot do (e.g. resolve a done key)."""
+
+
+def result_text(data: Any) -> str:
+    """A tool's result as stored: JSON, or a JSON note with an excerpt when it is large."""
+    text = json.dumps(data, default=str)
+    if len(text) <= RESULT_MAX_CHARS:
+        return text
+    return json.dumps({"excerpt": text[:RESULT_MAX_CHARS], "truncated": True,
+                       "original_chars": len(text)})
 
 
 def args_hash(args: dict[str, Any]) -> str:
@@ -223,7 +235,7 @@ def record_outcome(store: Store, key: str, outcome: Any) -> str:
         status = "in_doubt"
     else:
         status = "failed"
-    result = json.dumps(outcome.data, default=str) if outcome.ok else None
+    result = result_text(outcome.data) if outcome.ok else None
     with store.transaction() as conn:
         conn.execute(
             "UPDATE ledger SET status = ?, outcome_at = ?, result = ?, error = ? "

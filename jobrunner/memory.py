@@ -133,27 +133,32 @@ def parse(text: str) -> Memory:
         text = text[1:]
     newline = "\r\n" if "\r\n" in text else "\n"
     memory = Memory(bom=bom, newline=newline)
-    current = Block(heading="", body="")
     lines = text.splitlines(keepends=True)
     fences = [i for i, line in enumerate(lines) if line.lstrip().startswith(("```", "~~~"))]
     if len(fences) % 2:
         fences.pop()  # an unclosed fence does not hide the rest of the file
     fence_lines = set(fences)
     fenced = False
+    # Bodies are collected as lists and joined once: `body += line` is quadratic on a
+    # large hand-edited file (seconds before the first model call).
+    heading, body, key = "", [], None
+    seen: set[str] = set()
     for index, line in enumerate(lines):
-        stripped = line.rstrip("\r\n")
         if index in fence_lines:
             fenced = not fenced
-        match = None if fenced else _HEADING.match(stripped)
+        match = None if fenced or not line.startswith("#") else \
+            _HEADING.match(line.rstrip("\r\n"))
         if match:
-            memory.blocks.append(current)
+            memory.blocks.append(Block(heading, "".join(body), key))
             key = _MATCH.get(_normalise(match.group(2)))
-            if key and any(b.key == key for b in memory.blocks):
+            if key in seen:
                 key = None  # a repeated heading is kept as an extra section
-            current = Block(heading=line, body="", key=key)
+            if key:
+                seen.add(key)
+            heading, body = line, []
         else:
-            current.body += line
-    memory.blocks.append(current)
+            body.append(line)
+    memory.blocks.append(Block(heading, "".join(body), key))
     if memory.blocks and memory.blocks[0].heading == "" and memory.blocks[0].body == "":
         memory.blocks.pop(0)
     return memory

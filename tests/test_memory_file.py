@@ -126,3 +126,17 @@ def test_failure_lines_drop_the_oldest_of_their_own_kind_only():
     assert "2026-11-21 run new aborted" in text
     assert "run r8 " in text and "run r1 " not in text  # oldest first
     assert text.endswith("## Open items\n\n- a\n")
+
+
+def test_a_large_hand_edited_memory_reads_back_byte_for_byte():
+    # 3 MB of a person's notes (its parse time is in bench/: parsing is linear).
+    notes = "".join(f"- note {i}: a line a person wrote by hand\r\n" for i in range(70_000))
+    text = ("\ufeffpreface\r\n# Memory: big\r\n## Current objective\r\nWork.\r\n"
+            "## Notes\r\n" + notes + "## Open items\r\n- one\r\n")
+    from jobrunner.memory import parse
+
+    memory = parse(text)
+    assert memory.render() == text
+    assert memory.items("open_items") == ["one"]
+    assert [b.title for b in memory.blocks] == ["", "Memory: big", "Current objective", "Notes",
+                                                "Open items"]
