@@ -21,7 +21,7 @@ TARGET_RATIO = 12.0
 HOLDER = """
 import sys
 from pathlib import Path
-from jobrunner.lock import RunLock, Acquired
+from jobrunner.locks.file import RunLock, Acquired
 lock = RunLock(Path(sys.argv[1]), "job-" + sys.argv[2])
 assert isinstance(lock.try_acquire(), Acquired)
 lock.mark_held("bench-holder", sys.argv[2], trigger="manual")

@@ -21,7 +21,6 @@ TOOLS_FILE = '''
 """Bench tools: a cheap low-risk side effect, and a tool with an 8 KB result."""
 
 from jobrunner import tool
-
 _WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima ".split()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.common import make_project
 from bench.sessions import MODEL, prepare, run_jobrunner, run_naive
-from jobrunner.pricing import BUILTIN_PRICES, Usage, cost_usd
+from jobrunner.models.pricing import BUILTIN_PRICES, Usage, cost_usd
 from tests.fake_api import FakeMessagesAPI
 
 STEPS = (10, 30, 60)

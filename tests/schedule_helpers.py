@@ -36,8 +36,6 @@ import os
 import time
 
 from jobrunner import tool
-
-
 @tool(risk="low", side_effect=False, timeout=600)
 def sleepy(seconds: int) -> str:
     """Wait a while."""

@@ -15,10 +15,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobrunner import memory as mem
+from jobrunner.config.jobfile import load_job
+from jobrunner.config.project import Project
 from jobrunner.errors import ConfigError
-from jobrunner.jobfile import load_job
-from jobrunner.project import Project
+from jobrunner.memory import format as mem
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from jobrunner import memory as mem
+from jobrunner.memory import format as mem
 from tests.chaos_helpers import SmtpSink, wait_for
 from tests.fake_api import tool_turn
 

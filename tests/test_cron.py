@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.cron import system_timezone
+from jobrunner.scheduling.crontab import system_timezone
 from tests.schedule_helpers import replay_job
 
 needs_crontab = pytest.mark.skipif(shutil.which("crontab") is None,

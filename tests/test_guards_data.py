@@ -88,7 +88,6 @@ def test_max_input_tokens_stops_before_the_call_that_would_pass_it(project, fake
 
 INJECTION = '''
 from jobrunner import tool
-
 @tool(risk="low", side_effect=False)
 def fetch_page(url: str) -> str:
     """Fetch a web page."""
@@ -157,7 +156,6 @@ def test_old_tool_results_are_elided_near_context_tokens(project, fake_api):
 SECRET_TOOLS = '''
 import os
 from jobrunner import tool
-
 def _all():
     return " ".join(os.environ[k] for k in ("DB_PASSWORD", "MY_TOKEN", "SMTP_PASS",
                                             "ANTHROPIC_API_KEY"))
@@ -246,7 +244,7 @@ def test_price_override_in_settings_is_what_the_run_costs(project, fake_api):
 def test_every_current_model_of_the_sdk_has_a_price():
     from anthropic.types.model import Model
 
-    from jobrunner.pricing import BUILTIN_PRICES
+    from jobrunner.models.pricing import BUILTIN_PRICES
 
     [ids, _] = get_args(Model)
     missing = [m for m in get_args(ids) if m not in BUILTIN_PRICES and "preview" not in m]

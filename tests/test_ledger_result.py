@@ -7,7 +7,6 @@ from tests.schedule_helpers import MEMORY, finish
 
 BIG_TOOL = '''
 from jobrunner import tool
-
 @tool(risk="medium")
 def export(rows: int) -> str:
     """Export rows and return the whole export."""

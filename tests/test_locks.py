@@ -17,7 +17,6 @@ import os
 import pathlib
 import time
 from jobrunner import tool
-
 @tool(risk="low", side_effect=False, timeout=300)
 def hold(marker: str) -> str:
     """Record that a session started, then wait until the test releases it."""

@@ -89,7 +89,7 @@ def test_an_edit_that_is_not_text_is_refused_and_kept(project, tmp_path):
 
 
 def test_edit_is_refused_at_once_while_a_run_holds_the_agent(project, tmp_path):
-    from jobrunner.lock import RunLock
+    from jobrunner.locks.file import RunLock
 
     path, editor = setup(project, tmp_path)
     lock = RunLock(project.state / "locks", "agent-ops")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from jobrunner.memory import MemoryUpdate, apply_update, parse, with_failure_line
+from jobrunner.memory.format import MemoryUpdate, apply_update, parse, with_failure_line
 
 TITLES = ["Current objective", "KEY DECISIONS MADE", "what not to do (failure log)",
           "Open Items", "objective", "Failure log", "Notes", "Links to dashboards", ""]
@@ -133,7 +133,7 @@ def test_a_large_hand_edited_memory_reads_back_byte_for_byte():
     notes = "".join(f"- note {i}: a line a person wrote by hand\r\n" for i in range(70_000))
     text = ("\ufeffpreface\r\n# Memory: big\r\n## Current objective\r\nWork.\r\n"
             "## Notes\r\n" + notes + "## Open items\r\n- one\r\n")
-    from jobrunner.memory import parse
+    from jobrunner.memory.format import parse
 
     memory = parse(text)
     assert memory.render() == text

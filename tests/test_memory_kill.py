@@ -8,8 +8,8 @@ import signal
 import time
 from pathlib import Path
 
-from jobrunner.memory import parse
-from jobrunner.memory_store import save
+from jobrunner.memory.format import parse
+from jobrunner.memory.store import save
 
 
 def version(i: int) -> bytes:

@@ -13,7 +13,6 @@ HOLD_TOOL = '''
     import pathlib
     import time
     from jobrunner import tool
-
     @tool(risk="low", side_effect=False, timeout=60)
     def hold(marker: str) -> str:
         """Signal that the session is under way, then wait until the test says go."""

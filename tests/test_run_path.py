@@ -118,7 +118,6 @@ def test_second_concurrent_run_is_skipped(project, fake_api):
     project.tool_file("slow", '''
         import time
         from jobrunner import tool
-
         @tool(risk="low", side_effect=False, timeout=30)
         def wait_a_bit(seconds: float) -> str:
             """Wait."""

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobrunner.schedule import ScheduleError, format_local, parse_schedule
+from jobrunner.config.schedule import ScheduleError, format_local, parse_schedule
 
 
 def utc(text: str) -> datetime:

@@ -17,7 +17,6 @@ SLOW_TOOL = '''
 import time
 from pathlib import Path
 from jobrunner import tool
-
 @tool(risk="low")
 def wait_for_go() -> str:
     """Wait until the test says go."""
@@ -57,7 +56,7 @@ def default_state_project(tmp_path: Path):
         'schedule = "0 8 * * *"\ntimezone = "UTC"\nmodel = "replay:jobs/slow.replay.json"\n'
         'tools = ["wait_for_go"]\nprompt = "Wait for go."\n', encoding="utf-8")
     yield root
-    from jobrunner.project import _default_state_dir
+    from jobrunner.config.project import _default_state_dir
 
     shutil.rmtree(_default_state_dir(root.resolve()), ignore_errors=True)
 
@@ -121,7 +120,7 @@ def test_shell_and_cron_share_one_lock(default_state_project, tmp_path):
 
 def test_validate_points_at_state_left_under_xdg(default_state_project, tmp_path):
     root = default_state_project.resolve()
-    from jobrunner.project import _default_state_dir
+    from jobrunner.config.project import _default_state_dir
 
     env = shell_env(tmp_path)
     old = Path(env["XDG_STATE_HOME"]) / "jobrunner" / _default_state_dir(root).name

@@ -41,7 +41,7 @@ def root(
 
 def project(ctx: typer.Context):
     """The project the command works on (discovered once per invocation)."""
-    from jobrunner.project import Project
+    from jobrunner.config.project import Project
 
     obj = ctx.find_root().obj or {}
     if "project" not in obj:

@@ -34,8 +34,7 @@ def approvals(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """The queue of high-risk calls proposed by agents, waiting for a person."""
-    from jobrunner import approvals as queue
-
+    from jobrunner.effects import approvals as queue
     redactor = _redactor(ctx)
     rows = [a.as_json(redactor) for a in queue.listing(_store(ctx), everything)]
     if as_json:
@@ -62,8 +61,7 @@ def approve(
     approval_id: str = typer.Argument(..., metavar="ID", help="Approval id (or unique prefix)."),
 ) -> None:
     """Execute a queued call once (through the ledger) and record who approved it."""
-    from jobrunner import approvals as queue
-
+    from jobrunner.effects import approvals as queue
     done = queue.approve(project(ctx), approval_id, queue.os_user())
     redactor = _redactor(ctx)
     if done.outcome == "already_done":
@@ -89,8 +87,7 @@ def reject(
     reason: str = typer.Option("", "--reason", help="Why, for the record."),
 ) -> None:
     """Refuse a queued call; it is never executed."""
-    from jobrunner import approvals as queue
-
+    from jobrunner.effects import approvals as queue
     done = queue.reject(_store(ctx), approval_id, queue.os_user(), reason,
                         redactor=_redactor(ctx))
     typer.echo(f"rejected {done.id} ({done.tool} for {done.job}) by {done.decided_by}")
@@ -112,8 +109,7 @@ def ledger_list(
     its job's runs until `jobrunner ledger resolve KEY --done|--not-done`."""
     if ctx.invoked_subcommand is not None:
         return
-    from jobrunner import ledger
-
+    from jobrunner.effects import ledger
     redactor = _redactor(ctx)
     rows = [redactor.data(e.as_json()) for e in ledger.entries(_store(ctx), job, limit)]
     if as_json:
@@ -143,8 +139,8 @@ def ledger_resolve(
 ) -> None:
     """Say what became of an in-doubt call. --done: later calls with this key get a
     note instead of acting. --not-done: a later run may make the call again."""
-    from jobrunner import ledger
-    from jobrunner.approvals import os_user
+    from jobrunner.effects import ledger
+    from jobrunner.effects.approvals import os_user
     from jobrunner.errors import ConfigError
 
     if done is None:

@@ -23,9 +23,9 @@ def locks(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON output.")
 ) -> None:
     """Lock state of every job: free, held (by which run, for how long), stale, crashed."""
-    from jobrunner.jobfile import LockPolicy, load_job
-    from jobrunner.lock import RunLock, inspect
-    from jobrunner.runner import locks_dir
+    from jobrunner.config.jobfile import LockPolicy, load_job
+    from jobrunner.locks.file import RunLock, inspect
+    from jobrunner.run.runner import locks_dir
 
     proj = project(ctx)
     records = []
@@ -50,10 +50,10 @@ def locks(
 @app.command()
 def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")) -> None:
     """Clear what a crashed run left on a job's lock. Refuses while a live process holds it."""
-    from jobrunner import recovery
-    from jobrunner.jobfile import load_job
-    from jobrunner.lock import Busy, RunLock
-    from jobrunner.runner import locks_dir
+    from jobrunner.config.jobfile import load_job
+    from jobrunner.locks.file import Busy, RunLock
+    from jobrunner.run import recovery
+    from jobrunner.run.runner import locks_dir
     from jobrunner.store import Store
 
     proj = project(ctx)
@@ -83,8 +83,8 @@ def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
 @app.command()
 def resume(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")) -> None:
     """Lift the pause put on a job after repeated failures."""
-    from jobrunner.jobfile import load_job
-    from jobrunner.pause import resume as lift
+    from jobrunner.config.jobfile import load_job
+    from jobrunner.run.pause import resume as lift
     from jobrunner.store import Store
 
     proj = project(ctx)
@@ -103,8 +103,7 @@ def alerts_command(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Recent alerts and their delivery; --test sends one through every channel."""
-    from jobrunner import alerts
-
+    from jobrunner.alerts import outbox as alerts
     proj = project(ctx)
     if test:
         results = alerts.send_test(proj)
@@ -142,7 +141,7 @@ def check(
 ) -> None:
     """Watchdog for a second crontab line: stale locks, crashed runs, paused jobs, missed
     schedules, undelivered alerts. Alerts on each once; exit 1 when it found something."""
-    from jobrunner.watchdog import check as run_check
+    from jobrunner.scheduling.watchdog import check as run_check
 
     findings = run_check(project(ctx))
     if as_json:

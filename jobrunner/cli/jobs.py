@@ -39,10 +39,10 @@ def add(
     timezone: str = typer.Option("", "--timezone", help="IANA zone (default: the system's)."),
 ) -> None:
     """Scaffold jobs/NAME.toml and memory/NAME/MEMORY.md (never overwrites either)."""
-    from jobrunner import memory
-    from jobrunner.jobfile import _system_timezone
-    from jobrunner.project import JOB_NAME
-    from jobrunner.schedule import ScheduleError, parse_schedule
+    from jobrunner.config.jobfile import _system_timezone
+    from jobrunner.config.project import JOB_NAME
+    from jobrunner.config.schedule import ScheduleError, parse_schedule
+    from jobrunner.memory import format as memory
 
     proj = project(ctx)
     if not JOB_NAME.match(name):
@@ -68,7 +68,7 @@ def add(
 
 
 def _next_text(job, now: datetime) -> str:
-    from jobrunner.schedule import format_local
+    from jobrunner.config.schedule import format_local
 
     return format_local(job.schedule().next_after(now), job.spec.timezone)
 
@@ -78,7 +78,7 @@ def list_jobs(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON output.")
 ) -> None:
     """Jobs with schedule, next run, last status, paused or not."""
-    from jobrunner.jobfile import load_all
+    from jobrunner.config.jobfile import load_all
     from jobrunner.store import Store
 
     proj = project(ctx)
@@ -116,7 +116,7 @@ def list_jobs(
 
 def is_paused(store, job: str) -> bool:
     """Whether the job is paused after repeated failures (`jobrunner resume` lifts it)."""
-    from jobrunner.pause import is_paused as paused
+    from jobrunner.run.pause import is_paused as paused
 
     return paused(store, job) is not None
 
@@ -128,7 +128,7 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Check job files and settings without running anything."""
-    from jobrunner.jobfile import environment_problems, load_all, load_job
+    from jobrunner.config.jobfile import environment_problems, load_all, load_job
 
     proj = project(ctx)
     proj.settings  # noqa: B018 - validates jobrunner.toml first
@@ -161,7 +161,7 @@ def validate(
             typer.echo(f"ok  {job.name}: next run {_next_text(job, now)}")
         for problem in problems:
             typer.echo(relative(problem), err=True)
-    from jobrunner.project import legacy_state_dir
+    from jobrunner.config.project import legacy_state_dir
 
     legacy = None if proj.configured_state_dir else legacy_state_dir(proj.root)
     if legacy is not None:
@@ -181,8 +181,8 @@ def next_runs(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """The next fire times of a job, in its time zone with the UTC offset."""
-    from jobrunner.jobfile import load_job
-    from jobrunner.schedule import format_local
+    from jobrunner.config.jobfile import load_job
+    from jobrunner.config.schedule import format_local
 
     job = load_job(project(ctx), name)
     times = job.schedule().next_times(datetime.now(UTC), count)

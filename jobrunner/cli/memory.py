@@ -26,9 +26,9 @@ DEFAULT_BUDGET = 500
 def _agent(proj: Any, agent: str) -> tuple[Path, int]:
     """The agent's MEMORY.md and its budget: the smallest `memory.budget_tokens` of the
     jobs that name it (so the file fits every one of them)."""
-    from jobrunner.jobfile import load_all
-    from jobrunner.memory import memory_path
-    from jobrunner.project import JOB_NAME
+    from jobrunner.config.jobfile import load_all
+    from jobrunner.config.project import JOB_NAME
+    from jobrunner.memory.format import memory_path
 
     if not JOB_NAME.match(agent):
         raise ConfigError(f"{agent!r}: agent names match [a-z0-9][a-z0-9_-]{{0,63}}")
@@ -43,7 +43,7 @@ def _agent(proj: Any, agent: str) -> tuple[Path, int]:
 
 
 def _budget_line(path: Path, memory: Any, budget: int) -> str:
-    from jobrunner.memory import fixed_tokens
+    from jobrunner.memory.format import fixed_tokens
 
     tokens = memory.tokens()
     line = f"{path}: {tokens} tokens of a {budget}-token budget (one token per 4 characters)"
@@ -61,8 +61,8 @@ def _budget_line(path: Path, memory: Any, budget: int) -> str:
 
 
 def _hold(proj: Any, agent: str, what: str):
-    from jobrunner.lock import RunLock
-    from jobrunner.memory_store import MemoryBusy, busy_message, hold_agent
+    from jobrunner.locks.file import RunLock
+    from jobrunner.memory.store import MemoryBusy, busy_message, hold_agent
 
     lock = hold_agent(proj, agent, what, "-", wait=0)
     if not isinstance(lock, RunLock):
@@ -85,7 +85,7 @@ def show(
 ) -> None:
     """Print an agent's memory with its token count and budget (an over-budget hand edit
     is flagged, never cut)."""
-    from jobrunner.memory import SECTIONS, decode, fixed_tokens
+    from jobrunner.memory.format import SECTIONS, decode, fixed_tokens
 
     path, budget = _agent(project(ctx), agent)
     raw = _read(path)
@@ -115,8 +115,8 @@ def edit(
 ) -> None:
     """Open $VISUAL or $EDITOR on a copy, under the agent's lock (runs of the agent wait);
     on save, check it is text and write it like any other version."""
-    from jobrunner.memory import MemoryFileError, decode, template
-    from jobrunner.memory_store import history_keep, save
+    from jobrunner.memory.format import MemoryFileError, decode, template
+    from jobrunner.memory.store import history_keep, save
 
     proj = project(ctx)
     path, budget = _agent(proj, agent)
@@ -159,8 +159,8 @@ def history(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Earlier versions of an agent's memory, newest first."""
-    from jobrunner.memory import estimate_tokens
-    from jobrunner.memory_store import list_history
+    from jobrunner.memory.format import estimate_tokens
+    from jobrunner.memory.store import list_history
 
     path, _budget = _agent(project(ctx), agent)
     versions = list(reversed(list_history(path)))
@@ -187,7 +187,7 @@ def diff(
     """What changed between a version in history/ and the current MEMORY.md."""
     import difflib
 
-    from jobrunner.memory_store import find_version
+    from jobrunner.memory.store import find_version
 
     path, _budget = _agent(project(ctx), agent)
     found = find_version(path, version)
@@ -210,8 +210,8 @@ def restore(
     version: str = typer.Argument(..., help="The version to bring back (see `history`)."),
 ) -> None:
     """Make a version from history/ the current memory (the replaced one is kept)."""
-    from jobrunner.memory import MemoryFileError, decode
-    from jobrunner.memory_store import find_version, history_keep, save
+    from jobrunner.memory.format import MemoryFileError, decode
+    from jobrunner.memory.store import find_version, history_keep, save
 
     proj = project(ctx)
     path, budget = _agent(proj, agent)

@@ -46,8 +46,8 @@ def replay(
     play the same model turns offline, against today's tools and guards.
     """
     from jobrunner.models.replay import ReplayScript
+    from jobrunner.state.traces import read_trace, trace_path
     from jobrunner.store import Store
-    from jobrunner.trace import read_trace, trace_path
 
     proj = project(ctx)
     row = Store.open(proj.state_dir).get_run(run_id)

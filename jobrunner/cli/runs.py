@@ -28,13 +28,13 @@ def run(
     goes to stderr. Exit codes: 0 completed or skipped, 1 failed/partial/aborted,
     2 configuration error, 3 limit, 4 needs approval, 75 could not run now.
     """
-    from jobrunner.runner import run_job
+    from jobrunner.run.runner import run_job
 
     if not (due or name) or (due and slot):
         raise ConfigError("give a job NAME, or --due (optionally with NAME)")
     proj = project(ctx)
     if due:
-        from jobrunner.schedule_runs import run_due
+        from jobrunner.scheduling.due import run_due
 
         code = run_due(proj, [name] if name else None,
                        trigger="due" if trigger == "manual" else trigger)
@@ -156,8 +156,8 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="The raw trace events as JSON."),
 ) -> None:
     """One run's record and its trace, step by step."""
+    from jobrunner.state.traces import read_trace, trace_path
     from jobrunner.store import Store, run_as_json
-    from jobrunner.trace import read_trace, trace_path
 
     proj = project(ctx)
     row = Store.open(proj.state_dir).get_run(run_id)

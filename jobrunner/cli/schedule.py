@@ -28,11 +28,11 @@ def daemon(
     """
     proj = project(ctx)
     if systemd_unit:
-        from jobrunner.daemon import systemd_unit as unit
+        from jobrunner.scheduling.daemon import systemd_unit as unit
 
         sys.stdout.write(unit(proj, max_concurrent, grace))
         return
-    from jobrunner.daemon import Daemon
+    from jobrunner.scheduling.daemon import Daemon
 
     raise typer.Exit(Daemon(proj, max_concurrent=max_concurrent, grace=grace, poll=poll).run())
 
@@ -51,8 +51,8 @@ def cron(
     Each line runs `run --due NAME`, which works out the slot itself and runs it once.
     A job whose time zone is not the system's gets a line that checks every minute.
     """
-    from jobrunner import cron as crontab
-    from jobrunner.jobfile import load_all
+    from jobrunner.config.jobfile import load_all
+    from jobrunner.scheduling import crontab
 
     if install and uninstall:
         raise ConfigError("give --install or --uninstall, not both")

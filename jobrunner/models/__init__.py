@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from jobrunner.pricing import Usage
+from jobrunner.models.pricing import Usage
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobrunner.models import ModelError, ModelRequest, ModelTurn
-from jobrunner.pricing import Usage
+from jobrunner.models.pricing import Usage
 
 _NO_KEY = (
     "no Anthropic API key: set ANTHROPIC_API_KEY in the environment (or in the env_file "

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobrunner.errors import ConfigError
 from jobrunner.models import ModelError, ModelRequest, ModelTurn
-from jobrunner.pricing import Usage
+from jobrunner.models.pricing import Usage
 
 
 class ReplayUsage(BaseModel):

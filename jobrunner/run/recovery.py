@@ -10,7 +10,7 @@ import socket
 from typing import Any
 
 from jobrunner import errors
-from jobrunner.lock import Acquired, Busy, RunLock, pid_alive
+from jobrunner.locks.file import Acquired, Busy, RunLock, pid_alive
 from jobrunner.store import Store, iso, utcnow
 
 
@@ -18,8 +18,8 @@ def record_crash(project: Any, store: Store, meta: dict[str, Any], job: Any = No
                  reason: str = "process_died", how: str = "died without finishing") -> None:
     """A run died holding the lock (kill -9, OOM, reboot, or stopped as stale): record it
     `crashed`, note it in the agent's failure log, and alert `run.crashed` once for that run."""
-    from jobrunner import alerts, memory_store
-
+    from jobrunner.alerts import outbox as alerts
+    from jobrunner.memory import store as memory_store
     run_id = meta.get("run_id")
     row = store.get_run(run_id) if run_id else None
     where = f"pid {meta.get('pid')} on {meta.get('host')}"
@@ -54,8 +54,7 @@ def on_stale(project: Any, store: Store, job: Any, lock: RunLock,
     """A live holder past `stale_after`: alert `lock.stale` once for that holder; with
     `on_stale = "terminate"` on the same host, stop it (SIGTERM, then SIGKILL after
     `terminate_grace`), record it crashed and hand the lock over."""
-    from jobrunner import alerts
-
+    from jobrunner.alerts import outbox as alerts
     policy = job.spec.lock
     holder_id = holder.get("run_id") or ""
     terminate = policy.on_stale == "terminate" and holder.get("host") == socket.gethostname()
@@ -93,8 +92,8 @@ def _terminate(lock: RunLock, holder: dict[str, Any], grace: float) -> Acquired 
 def after_run(project: Any, store: Store, job: Any, run_id: str, status: str) -> None:
     """Auto-pause after `pause_after` consecutive runs that did not complete (alert
     `job.paused` once); `run.recovered` on the first completion after failures."""
-    from jobrunner import alerts, pause
-
+    from jobrunner.alerts import outbox as alerts
+    from jobrunner.run import pause
     if status in pause.FAILED:
         limit = job.spec.pause_after
         failures = pause.consecutive_failures(store, job.name, limit)

@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from jobrunner import errors
-from jobrunner.jobfile import Job, environment_problems, load_job
-from jobrunner.lock import (
+from jobrunner.config.jobfile import Job, environment_problems, load_job
+from jobrunner.config.project import Project
+from jobrunner.locks.file import (
     Acquired,
     Busy,
     HeartbeatThread,
@@ -26,7 +27,6 @@ from jobrunner.lock import (
     held_by_live_run,
     is_stale,
 )
-from jobrunner.project import Project
 from jobrunner.redact import Redactor
 from jobrunner.store import Store, iso, utcnow
 
@@ -109,8 +109,7 @@ def run_job(
 ) -> RunOutcome:
     """Run one session of job `name` now, under its lock. Raises ConfigError (nothing
     run or written) for a bad job; every other outcome is recorded and returned."""
-    from jobrunner import pause
-
+    from jobrunner.run import pause
     job = load_job(project, name)
     missing = environment_problems(project, job)
     if missing:  # an operator's problem: nothing is recorded, paused or learned from it
@@ -140,8 +139,7 @@ def run_job(
             _skip(store, job, run_id, trigger, slot,
                   f"lock held by run {holder.get('run_id', '?')} (pid {holder.get('pid', '?')})")
             return RunOutcome(run_id, job.name, "skipped", errors.EXIT_OK, "lock_held")
-        from jobrunner import recovery
-
+        from jobrunner.run import recovery
         got = recovery.on_stale(project, store, job, lock, holder)
         if isinstance(got, Busy):
             return _not_now(store, job, run_id, trigger, slot, "lock_stale",
@@ -161,8 +159,7 @@ def run_job(
     keep_meta = False
     outcome: RunOutcome | None = None
     try:
-        from jobrunner import recovery
-
+        from jobrunner.run import recovery
         if got.left_behind:
             recovery.handle_left_behind(project, store, lock, got.left_behind, job)
         crashed = lock.read_meta() or {}
@@ -191,20 +188,19 @@ def run_job(
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous_handler)
         if outcome is not None:
-            from jobrunner import alerts
-
+            from jobrunner.alerts import outbox as alerts
             alerts.deliver_pending(project)  # the outbox: retry what could not go earlier
 
 
 def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: str,
                 slot: datetime | None, now: datetime) -> RunOutcome:
-    from jobrunner import memory as mem
-    from jobrunner import memory_store
-    from jobrunner.gate import CallGate, in_doubt_report, job_tools
+    from jobrunner.effects.gate import CallGate, in_doubt_report, job_tools
+    from jobrunner.memory import format as mem
+    from jobrunner.memory import store as memory_store
     from jobrunner.models import client_for
-    from jobrunner.pricing import REPLAY_PRICE
-    from jobrunner.session import Session, SessionResult
-    from jobrunner.trace import Trace, trace_path
+    from jobrunner.models.pricing import REPLAY_PRICE
+    from jobrunner.run.session import Session, SessionResult
+    from jobrunner.state.traces import Trace, trace_path
 
     # What can still refuse the job's configuration (a tool file that fails to import, a
     # broken replay script) runs before anything is recorded: exit 2 writes nothing.
@@ -220,7 +216,7 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
     trace = Trace(trace_path(project.state_dir, run_id), run_id, redactor)
     trace.emit("run.start", job=job.name, agent=job.agent, trigger=trigger, slot=iso(slot),
                model=job.spec.model, pid=os.getpid())
-    from jobrunner.heartbeat import Pinger
+    from jobrunner.run.heartbeat import Pinger
 
     pinger = Pinger(job.spec.heartbeat_url, trace)
     pinger.start()
@@ -244,7 +240,7 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
         except mem.MemoryFileError as exc:
             return _finish(project, store, trace, job, run_id, "aborted", "memory_unreadable",
                            str(exc), None, redactor)
-        from jobrunner import ledger
+        from jobrunner.effects import ledger
         from jobrunner.tools.api import ToolContext, set_context
 
         doubtful = ledger.in_doubt(store, job.name)
@@ -344,8 +340,7 @@ def build_report(job: Job, run_id: str, result) -> str:
 def _finish(project, store, trace, job, run_id, status, stop_reason, report, result,
             redactor) -> RunOutcome:
     """Record the end of a run, trace it, alert on it."""
-    from jobrunner import alerts
-
+    from jobrunner.alerts import outbox as alerts
     report = redactor.text(report)
     state = result.state if result else None
     fields: dict[str, Any] = {

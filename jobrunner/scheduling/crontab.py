@@ -20,11 +20,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobrunner.config.jobfile import Job
+from jobrunner.config.project import Project
+from jobrunner.config.schedule import ALIASES
 from jobrunner.errors import JobrunnerError
-from jobrunner.jobfile import Job
-from jobrunner.project import Project
-from jobrunner.schedule import ALIASES
-from jobrunner.schedule_runs import jobrunner_command
+from jobrunner.scheduling.due import jobrunner_command
 
 EVERY_MINUTE = "* * * * *"
 _FIELD_MAX = [59, 23, 31, 12, 7]
@@ -36,7 +36,7 @@ class CronError(JobrunnerError):
 
 def system_timezone() -> str:
     """The zone cron reads expressions in: the system's (/etc/localtime), not $TZ."""
-    from jobrunner.schedule import system_timezone as zone
+    from jobrunner.config.schedule import system_timezone as zone
 
     return zone(honour_tz_env=False)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jobrunner import ledger
+from jobrunner.effects import ledger
 from jobrunner.tools import dispatch
 from jobrunner.tools.api import ToolSpec, tightened
 
@@ -156,8 +156,8 @@ class CallGate:
 
     def _queue(self, spec: ToolSpec, args: dict[str, Any], key: str, session: Any,
                why: str) -> GateOutcome:
-        from jobrunner import alerts, approvals
-
+        from jobrunner.alerts import outbox as alerts
+        from jobrunner.effects import approvals
         existing = approvals.pending_for_key(self.store, key)
         if existing is not None:
             return GateOutcome(ok=True, queued=True, approval_id=existing.id,

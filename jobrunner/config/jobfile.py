@@ -9,15 +9,15 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from jobrunner.config.project import JOB_NAME, Project, read_toml
+from jobrunner.config.validation import Duration, StrictModel, located_errors
 from jobrunner.errors import ConfigError, NotFoundError
-from jobrunner.project import JOB_NAME, Project, read_toml
-from jobrunner.validation import Duration, StrictModel, located_errors
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 
 
 def _system_timezone() -> str:
-    from jobrunner.schedule import system_timezone
+    from jobrunner.config.schedule import system_timezone
 
     return system_timezone()
 
@@ -142,7 +142,7 @@ class Job:
         return self.spec.limits
 
     def schedule(self):
-        from jobrunner.schedule import parse_schedule
+        from jobrunner.config.schedule import parse_schedule
 
         return parse_schedule(self.spec.schedule, self.spec.timezone)
 
@@ -168,7 +168,7 @@ def check_defaults(project: Project, defaults: dict[str, Any], text: str) -> Non
             path, lineno, rest = line.split(":", 2)
             key = rest.strip().split(":", 1)[0]
             # Re-point at the [defaults] table, where these keys were written.
-            from jobrunner.tomlpos import key_lines, line_of
+            from jobrunner.config.tomlpos import key_lines, line_of
 
             real = line_of(key_lines(text), ("defaults", *key.split(".")))
             problems.append(f"{path}:{real}:{rest}")
@@ -177,8 +177,8 @@ def check_defaults(project: Project, defaults: dict[str, Any], text: str) -> Non
 
 def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     """Checks that need more than a type: the schedule, tools and model exist."""
-    from jobrunner.schedule import ScheduleError, parse_schedule
-    from jobrunner.tomlpos import key_lines, line_of
+    from jobrunner.config.schedule import ScheduleError, parse_schedule
+    from jobrunner.config.tomlpos import key_lines, line_of
 
     lines = key_lines(text)
     spec = job.spec
@@ -280,7 +280,7 @@ def environment_problems(project: Project, job: Job) -> list[str]:
         return []
     if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
         return []
-    from jobrunner.tomlpos import key_lines, line_of
+    from jobrunner.config.tomlpos import key_lines, line_of
 
     try:
         text = job.path.read_text(encoding="utf-8")

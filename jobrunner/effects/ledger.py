@@ -142,7 +142,7 @@ def _owner_alive(pid: int | None, host: str | None) -> bool:
         return True  # cannot tell from here: assume it still runs
     if pid == os.getpid():
         return True
-    from jobrunner.lock import pid_alive
+    from jobrunner.locks.file import pid_alive
 
     return pid_alive(pid)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner import errors
-from jobrunner.lock import Acquired, Busy, RunLock
-from jobrunner.memory import (
+from jobrunner.locks.file import Acquired, Busy, RunLock
+from jobrunner.memory.format import (
     Memory,
     MemoryFileError,
     apply_update,
@@ -103,8 +103,8 @@ def history_keep(project: Any, agent: str) -> int:
     jobs that name it, so one job's small count never trims what another keeps. Only job
     files that can name the agent are validated (a run of one of 200 jobs must not pay
     for parsing them all)."""
+    from jobrunner.config.jobfile import load_job
     from jobrunner.errors import ConfigError
-    from jobrunner.jobfile import load_job
 
     everyone = project.settings.defaults.get("agent") == agent
     counts = []
@@ -282,8 +282,7 @@ def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Mem
 
 def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, update: Any,
               trace: Any) -> str:
-    from jobrunner import alerts
-
+    from jobrunner.alerts import outbox as alerts
     if update is None:
         proposal_note = "the agent proposed no rewrite"
         details: dict[str, Any] = {"path": str(path), "proposal": None}

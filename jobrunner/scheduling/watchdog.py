@@ -30,9 +30,9 @@ class Finding:
 
 def check(project: Any, now: datetime | None = None) -> list[Finding]:
     """Look at every job once; alert on what is wrong; return what was found."""
-    from jobrunner import alerts
+    from jobrunner.alerts import outbox as alerts
+    from jobrunner.config.jobfile import environment_problems, load_all
     from jobrunner.errors import ConfigError
-    from jobrunner.jobfile import environment_problems, load_all
 
     now = now or utcnow()
     store = Store.open(project.state_dir)
@@ -59,9 +59,10 @@ def check(project: Any, now: datetime | None = None) -> list[Finding]:
 
 
 def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[Finding]:
-    from jobrunner import alerts, recovery
-    from jobrunner.lock import Acquired, RunLock, inspect
-    from jobrunner.runner import locks_dir
+    from jobrunner.alerts import outbox as alerts
+    from jobrunner.locks.file import Acquired, RunLock, inspect
+    from jobrunner.run import recovery
+    from jobrunner.run.runner import locks_dir
 
     lock = RunLock(locks_dir(project), f"job-{job.name}")
     state = inspect(lock, job.spec.lock.stale_after, now)
@@ -106,7 +107,7 @@ def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[
 
 
 def _pause_findings(store: Store, job: Any) -> list[Finding]:
-    from jobrunner.pause import is_paused
+    from jobrunner.run.pause import is_paused
 
     paused = is_paused(store, job.name)
     if not paused:
@@ -145,8 +146,7 @@ def missed_slots(store: Store, job: Any, now: datetime) -> list[datetime]:
 
 
 def _missed_findings(project: Any, store: Store, job: Any, now: datetime) -> list[Finding]:
-    from jobrunner import alerts
-
+    from jobrunner.alerts import outbox as alerts
     missed = missed_slots(store, job, now)
     if not missed:
         return []

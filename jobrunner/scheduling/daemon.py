@@ -26,12 +26,13 @@ from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 
-from jobrunner import alerts, errors
-from jobrunner.jobfile import Job, load_all
-from jobrunner.lock import Busy, RunLock
-from jobrunner.project import Project
-from jobrunner.schedule import Schedule, format_local
-from jobrunner.schedule_runs import jobrunner_command, run_command
+from jobrunner import errors
+from jobrunner.alerts import outbox as alerts
+from jobrunner.config.jobfile import Job, load_all
+from jobrunner.config.project import Project
+from jobrunner.config.schedule import Schedule, format_local
+from jobrunner.locks.file import Busy, RunLock
+from jobrunner.scheduling.due import jobrunner_command, run_command
 from jobrunner.store import Store, iso, utcnow
 
 
@@ -223,8 +224,7 @@ class Daemon:
             self.slots.release()
 
     def _missed(self, job: Job, slot: datetime, why: str) -> None:
-        from jobrunner import alerts
-
+        from jobrunner.alerts import outbox as alerts
         message = f"{job.name}: slot {iso(slot)} not run: {why}"
         log(message)
         alerts.emit(self.project, "job.missed", job.name, None, message,

@@ -99,7 +99,7 @@ def _trace_decision(store: Store, approval: Approval, event: str,
     """The decision goes into the trace of the run that queued the call. The approvals
     table is the record; a trace that cannot be written (full disk) is said on stderr and
     does not turn a decision already made into a failed command."""
-    from jobrunner.trace import append_event
+    from jobrunner.state.traces import append_event
 
     try:
         append_event(store.path.parent, approval.run_id, redactor or Redactor([]), event,
@@ -201,9 +201,9 @@ def reject(store: Store, approval_id: str, user: str, reason: str = "",
 def approve(project: Any, approval_id: str, user: str,
             now: datetime | None = None) -> Approval:
     """Execute an approved call exactly once, through the ledger, and record it."""
-    from jobrunner import ledger
-    from jobrunner.gate import job_tools
-    from jobrunner.jobfile import load_job
+    from jobrunner.config.jobfile import load_job
+    from jobrunner.effects import ledger
+    from jobrunner.effects.gate import job_tools
     from jobrunner.tools import dispatch
     from jobrunner.tools.api import ToolContext, set_context
 

@@ -156,8 +156,8 @@ class Project:
         return read_toml(self.settings_path)
 
     @cached_property
-    def settings(self):  # -> jobrunner.settings.Settings (pydantic; imported lazily)
-        from jobrunner.settings import load_settings
+    def settings(self):  # -> jobrunner.config.settings.Settings (pydantic; imported lazily)
+        from jobrunner.config.settings import load_settings
 
         return load_settings(self)
 

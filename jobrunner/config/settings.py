@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from jobrunner.config.validation import Duration, StrictModel, located_errors
 from jobrunner.errors import ConfigError
-from jobrunner.pricing import BUILTIN_PRICES, Price
-from jobrunner.validation import Duration, StrictModel, located_errors
+from jobrunner.models.pricing import BUILTIN_PRICES, Price
 
 
 class PriceSetting(StrictModel):
@@ -118,7 +118,7 @@ def load_settings(project: Any) -> Settings:
     except ValidationError as exc:
         raise ConfigError(located_errors(project.settings_path, text, exc, Settings)) from exc
     if settings.defaults:
-        from jobrunner.jobfile import check_defaults
+        from jobrunner.config.jobfile import check_defaults
 
         check_defaults(project, settings.defaults, text)
     return settings

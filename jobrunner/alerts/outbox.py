@@ -80,8 +80,8 @@ def alert_settings(project: Any) -> Any:
     """The project's `[alerts]` settings. When jobrunner.toml is invalid elsewhere, its
     `[alerts]` table alone, if that validates: the alert saying the file is broken must
     still reach the channels."""
+    from jobrunner.config.settings import AlertSettings
     from jobrunner.errors import ConfigError
-    from jobrunner.settings import AlertSettings
 
     try:
         return project.settings.alerts
@@ -103,7 +103,7 @@ def _job_events(project: Any, job: str | None) -> list[str]:
     """The job's own `[alerts] events` routing (all events when it cannot be read)."""
     if not job:
         return ["*"]
-    from jobrunner.jobfile import load_job
+    from jobrunner.config.jobfile import load_job
 
     try:
         return list(load_job(project, job).spec.alerts.events)
@@ -243,7 +243,7 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None,
     in this process, so a dead channel never holds up a run for long. A sweep of the
     whole outbox skips channels still backing off, unless `force` (the watchdog).
     """
-    from jobrunner.alert_channels import send
+    from jobrunner.alerts.channels import send
 
     counts = {"delivered": 0, "failed": 0, "abandoned": 0, "backing_off": 0}
     try:

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from jobrunner.jobfile import Limits
-from jobrunner.pricing import Price, worst_case_cost
+from jobrunner.config.jobfile import Limits
+from jobrunner.models.pricing import Price, worst_case_cost
 
 MIN_OUTPUT_TOKENS = 256
 LOOP_REPEATS = 3  # the same call a third time is a loop

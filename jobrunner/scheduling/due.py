@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from jobrunner import errors
-from jobrunner.jobfile import Job, load_all, load_job
-from jobrunner.project import Project
+from jobrunner.config.jobfile import Job, load_all, load_job
+from jobrunner.config.project import Project
 from jobrunner.store import Store, iso, utcnow
 
 # cron starts a line within the minute; a slot is on time through its whole minute.
@@ -82,8 +82,7 @@ def run_due(project: Project, names: list[str] | None = None, trigger: str = "du
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
-        from jobrunner import alerts
-
+        from jobrunner.alerts import outbox as alerts
         alerts.alert_invalid(project, problems)
     now = now or utcnow()
     due = due_slots(project, jobs, now)

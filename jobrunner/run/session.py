@@ -19,9 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jobrunner import guards
-from jobrunner.jobfile import Job
-from jobrunner.memory import (
+from jobrunner.config.jobfile import Job
+from jobrunner.memory.format import (
     Memory,
     MemoryUpdate,
     apply_update,
@@ -29,11 +28,12 @@ from jobrunner.memory import (
     fixed_tokens,
 )
 from jobrunner.models import ModelClient, ModelError, ModelRequest, ModelTurn
-from jobrunner.pricing import Price, Usage, cost_usd
+from jobrunner.models.pricing import Price, Usage, cost_usd
 from jobrunner.redact import Redactor
+from jobrunner.run import guards
+from jobrunner.state.traces import Trace
 from jobrunner.tools import dispatch
 from jobrunner.tools.api import ToolSpec
-from jobrunner.trace import Trace
 
 MAX_MEMORY_REWRITES = 3
 RETRY_BASE_SECONDS = 0.5

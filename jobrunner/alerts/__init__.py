@@ -1,0 +1,1 @@
+"""Alerts: raised once per cause, kept in an outbox, delivered through channels."""

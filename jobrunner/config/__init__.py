@@ -1,0 +1,1 @@
+"""How a project is configured: where it is, its settings, job files, schedules."""

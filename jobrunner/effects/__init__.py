@@ -1,0 +1,1 @@
+"""Side effects under control: the idempotency ledger, approvals, the call gate."""

@@ -1,0 +1,1 @@
+"""When jobs run: due slots, the crontab block, the daemon, the watchdog."""
