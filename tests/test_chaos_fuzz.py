@@ -15,7 +15,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobrunner.config.jobfile import load_job
+from jobrunner.config.jobs import load_job
 from jobrunner.config.project import Project
 from jobrunner.errors import ConfigError
 from jobrunner.memory import format as mem

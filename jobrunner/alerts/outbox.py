@@ -103,7 +103,7 @@ def _job_events(project: Any, job: str | None) -> list[str]:
     """The job's own `[alerts] events` routing (all events when it cannot be read)."""
     if not job:
         return ["*"]
-    from jobrunner.config.jobfile import load_job
+    from jobrunner.config.jobs import load_job
 
     try:
         return list(load_job(project, job).spec.alerts.events)

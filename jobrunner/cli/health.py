@@ -23,7 +23,8 @@ def locks(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON output.")
 ) -> None:
     """Lock state of every job: free, held (by which run, for how long), stale, crashed."""
-    from jobrunner.config.jobfile import LockPolicy, load_job
+    from jobrunner.config.jobfile import LockPolicy
+    from jobrunner.config.jobs import load_job
     from jobrunner.locks.file import RunLock, inspect
     from jobrunner.run.runner import locks_dir
 
@@ -50,7 +51,7 @@ def locks(
 @app.command()
 def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")) -> None:
     """Clear what a crashed run left on a job's lock. Refuses while a live process holds it."""
-    from jobrunner.config.jobfile import load_job
+    from jobrunner.config.jobs import load_job
     from jobrunner.locks.file import Busy, RunLock
     from jobrunner.run import recovery
     from jobrunner.run.runner import locks_dir
@@ -83,7 +84,7 @@ def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
 @app.command()
 def resume(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")) -> None:
     """Lift the pause put on a job after repeated failures."""
-    from jobrunner.config.jobfile import load_job
+    from jobrunner.config.jobs import load_job
     from jobrunner.run.pause import resume as lift
     from jobrunner.store import Store
 

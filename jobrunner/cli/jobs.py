@@ -40,8 +40,8 @@ def add(
 ) -> None:
     """Scaffold jobs/NAME.toml and memory/NAME/MEMORY.md (never overwrites either)."""
     from jobrunner.config.jobfile import _system_timezone
-    from jobrunner.config.project import JOB_NAME
     from jobrunner.config.schedule import ScheduleError, parse_schedule
+    from jobrunner.config.validation import JOB_NAME
     from jobrunner.memory import format as memory
 
     proj = project(ctx)
@@ -78,7 +78,7 @@ def list_jobs(
     ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="JSON output.")
 ) -> None:
     """Jobs with schedule, next run, last status, paused or not."""
-    from jobrunner.config.jobfile import load_all
+    from jobrunner.config.jobs import load_all
     from jobrunner.store import Store
 
     proj = project(ctx)
@@ -128,7 +128,7 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Check job files and settings without running anything."""
-    from jobrunner.config.jobfile import environment_problems, load_all, load_job
+    from jobrunner.config.jobs import environment_problems, load_all, load_job
 
     proj = project(ctx)
     proj.settings  # noqa: B018 - validates jobrunner.toml first
@@ -181,7 +181,7 @@ def next_runs(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """The next fire times of a job, in its time zone with the UTC offset."""
-    from jobrunner.config.jobfile import load_job
+    from jobrunner.config.jobs import load_job
     from jobrunner.config.schedule import format_local
 
     job = load_job(project(ctx), name)

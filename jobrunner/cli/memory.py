@@ -26,8 +26,8 @@ DEFAULT_BUDGET = 500
 def _agent(proj: Any, agent: str) -> tuple[Path, int]:
     """The agent's MEMORY.md and its budget: the smallest `memory.budget_tokens` of the
     jobs that name it (so the file fits every one of them)."""
-    from jobrunner.config.jobfile import load_all
-    from jobrunner.config.project import JOB_NAME
+    from jobrunner.config.jobs import load_all
+    from jobrunner.config.validation import JOB_NAME
     from jobrunner.memory.format import memory_path
 
     if not JOB_NAME.match(agent):

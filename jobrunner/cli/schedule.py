@@ -51,7 +51,7 @@ def cron(
     Each line runs `run --due NAME`, which works out the slot itself and runs it once.
     A job whose time zone is not the system's gets a line that checks every minute.
     """
-    from jobrunner.config.jobfile import load_all
+    from jobrunner.config.jobs import load_all
     from jobrunner.scheduling import crontab
 
     if install and uninstall:

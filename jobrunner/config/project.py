@@ -15,7 +15,6 @@ from typing import Any
 from jobrunner.errors import ConfigError
 
 SETTINGS_FILE = "jobrunner.toml"
-JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def find_root(home: str | os.PathLike[str] | None = None, cwd: Path | None = None) -> Path:

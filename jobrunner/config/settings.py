@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from jobrunner.config.jobfile import JobFile, merge
 from jobrunner.config.validation import Duration, StrictModel, located_errors
 from jobrunner.errors import ConfigError
 from jobrunner.models.pricing import BUILTIN_PRICES, Price
@@ -118,7 +119,23 @@ def load_settings(project: Any) -> Settings:
     except ValidationError as exc:
         raise ConfigError(located_errors(project.settings_path, text, exc, Settings)) from exc
     if settings.defaults:
-        from jobrunner.config.jobfile import check_defaults
-
         check_defaults(project, settings.defaults, text)
     return settings
+
+
+def check_defaults(project: Any, defaults: dict[str, Any], text: str) -> None:
+    """Validate `[defaults]` of jobrunner.toml on its own so its errors point there."""
+    probe = merge({"schedule": "@daily", "prompt": "x"}, defaults)
+    try:
+        JobFile.model_validate(probe)
+    except ValidationError as exc:
+        problems = []
+        for line in located_errors(project.settings_path, text, exc, JobFile):
+            path, lineno, rest = line.split(":", 2)
+            key = rest.strip().split(":", 1)[0]
+            # Re-point at the [defaults] table, where these keys were written.
+            from jobrunner.config.tomlpos import key_lines, line_of
+
+            real = line_of(key_lines(text), ("defaults", *key.split(".")))
+            problems.append(f"{path}:{real}:{rest}")
+        raise ConfigError(problems) from exc

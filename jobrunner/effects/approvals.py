@@ -201,11 +201,11 @@ def reject(store: Store, approval_id: str, user: str, reason: str = "",
 def approve(project: Any, approval_id: str, user: str,
             now: datetime | None = None) -> Approval:
     """Execute an approved call exactly once, through the ledger, and record it."""
-    from jobrunner.config.jobfile import load_job
+    from jobrunner.config.jobs import load_job
     from jobrunner.effects import ledger
-    from jobrunner.effects.gate import job_tools
     from jobrunner.tools import dispatch
     from jobrunner.tools.api import ToolContext, set_context
+    from jobrunner.tools.registry import job_tools
 
     moment = now or utcnow()
     store = Store.open(project.state_dir)

@@ -21,7 +21,7 @@ from typing import Any
 
 from jobrunner.effects import ledger
 from jobrunner.tools import dispatch
-from jobrunner.tools.api import ToolSpec, tightened
+from jobrunner.tools.api import ToolSpec
 
 IN_DOUBT_HINT = ("It is never retried automatically. Say what happened: jobrunner ledger "
                  "resolve '{key}' --done (it happened) or --not-done (it did not)")
@@ -36,14 +36,6 @@ class GateOutcome(dispatch.CallOutcome):
     deduplicated: bool = False
     stop_reason: str | None = None  # set when a failure has a more precise reason
     refused: str | None = None  # not executed, not a failure: the model is told why
-
-
-def job_tools(project: Any, job: Any) -> dict[str, ToolSpec]:
-    """Every tool, each narrowed by the job's `[tool.NAME]` table."""
-    from jobrunner.tools.registry import all_tools
-
-    return {name: tightened(spec, job.spec.tool.get(name))
-            for name, spec in all_tools(project).items()}
 
 
 def in_doubt_report(job: Any, run_id: str, entries: list[ledger.Entry]) -> str:

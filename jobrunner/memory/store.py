@@ -103,7 +103,7 @@ def history_keep(project: Any, agent: str) -> int:
     jobs that name it, so one job's small count never trims what another keeps. Only job
     files that can name the agent are validated (a run of one of 200 jobs must not pay
     for parsing them all)."""
-    from jobrunner.config.jobfile import load_job
+    from jobrunner.config.jobs import load_job
     from jobrunner.errors import ConfigError
 
     everyone = project.settings.defaults.get("agent") == agent

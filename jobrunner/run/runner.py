@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from jobrunner import errors
-from jobrunner.config.jobfile import Job, environment_problems, load_job
+from jobrunner.config.jobfile import Job
+from jobrunner.config.jobs import environment_problems, load_job
 from jobrunner.config.project import Project
 from jobrunner.locks.file import (
     Acquired,
@@ -194,13 +195,14 @@ def run_job(
 
 def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: str,
                 slot: datetime | None, now: datetime) -> RunOutcome:
-    from jobrunner.effects.gate import CallGate, in_doubt_report, job_tools
+    from jobrunner.effects.gate import CallGate, in_doubt_report
     from jobrunner.memory import format as mem
     from jobrunner.memory import store as memory_store
     from jobrunner.models import client_for
     from jobrunner.models.pricing import REPLAY_PRICE
     from jobrunner.run.session import Session, SessionResult
     from jobrunner.state.traces import Trace, trace_path
+    from jobrunner.tools.registry import job_tools
 
     # What can still refuse the job's configuration (a tool file that fails to import, a
     # broken replay script) runs before anything is recorded: exit 2 writes nothing.

@@ -28,7 +28,8 @@ from apscheduler.triggers.base import BaseTrigger
 
 from jobrunner import errors
 from jobrunner.alerts import outbox as alerts
-from jobrunner.config.jobfile import Job, load_all
+from jobrunner.config.jobfile import Job
+from jobrunner.config.jobs import load_all
 from jobrunner.config.project import Project
 from jobrunner.config.schedule import Schedule, format_local
 from jobrunner.locks.file import Busy, RunLock

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from jobrunner import errors
-from jobrunner.config.jobfile import Job, load_all, load_job
+from jobrunner.config.jobfile import Job
+from jobrunner.config.jobs import load_all, load_job
 from jobrunner.config.project import Project
 from jobrunner.store import Store, iso, utcnow
 

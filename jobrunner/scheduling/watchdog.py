@@ -31,7 +31,7 @@ class Finding:
 def check(project: Any, now: datetime | None = None) -> list[Finding]:
     """Look at every job once; alert on what is wrong; return what was found."""
     from jobrunner.alerts import outbox as alerts
-    from jobrunner.config.jobfile import environment_problems, load_all
+    from jobrunner.config.jobs import environment_problems, load_all
     from jobrunner.errors import ConfigError
 
     now = now or utcnow()

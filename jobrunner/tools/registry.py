@@ -70,3 +70,11 @@ def all_tools(project) -> dict[str, ToolSpec]:
 def known_tool_names(project) -> set[str]:
     """Names a job may list in `tools`."""
     return set(all_tools(project))
+
+
+def job_tools(project, job) -> dict[str, ToolSpec]:
+    """Every tool, each narrowed by the job's `[tool.NAME]` table."""
+    from jobrunner.tools.api import tightened
+
+    return {name: tightened(spec, job.spec.tool.get(name))
+            for name, spec in all_tools(project).items()}
