@@ -187,8 +187,10 @@ def tool(
     """Register a function as a tool. Its docstring is what the model reads; its type
     hints are its argument schema. A bare `@tool` is risk `high` (queued for approval).
 
-    `side_effect` defaults to True unless the tool is declared `low` risk and says
-    otherwise, so that anything that might act on the world goes through the ledger.
+    `side_effect` left unsaid: a `low` tool is a read (False: no ledger, may retry),
+    `medium` and `high` act on the world (True: each call goes through the ledger, and
+    one that raises or times out is in doubt until an operator resolves it). A `low`
+    tool that does act says `side_effect=True`.
     """
     if risk not in RISKS:
         raise ValueError(f"risk must be one of {RISKS}, not {risk!r}")
@@ -197,7 +199,7 @@ def tool(
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         doc = inspect.getdoc(func) or ""
-        effect = True if side_effect is None else side_effect
+        effect = risk != "low" if side_effect is None else side_effect
         if retries and effect and idempotency_key is None:
             raise ValueError(
                 f"tool {func.__name__}: retries need side_effect=False or an idempotency_key "
