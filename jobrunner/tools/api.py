@@ -250,9 +250,21 @@ def _context_var():
     return _CONTEXT
 
 
+class NoToolContext(LookupError):
+    """`current_context()` was called while jobrunner was not calling a tool."""
+
+
 def current_context() -> ToolContext:
-    """The context of the run calling this tool (raises LookupError outside a run)."""
-    return _context_var().get()
+    """The context of the run calling this tool: the project root, the job, the run id,
+    the agent, the settings and the job's tool policy. Only inside a tool call (a run, or
+    `jobrunner approve`); at import time or elsewhere it raises NoToolContext."""
+    try:
+        return _context_var().get()
+    except LookupError:
+        raise NoToolContext(
+            "current_context() is only available while jobrunner calls a tool (in a run or "
+            "`jobrunner approve`): it tells the tool its project root, job and run. Call it "
+            "inside the tool function, not when the file is imported") from None
 
 
 def set_context(context: ToolContext) -> None:
