@@ -3,6 +3,8 @@ errors, and check what needs the project: its tools, its model, the environment.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 from jobrunner.config.jobfile import Job, JobFile, ToolPolicy, merge
@@ -27,22 +29,25 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
         parse_schedule(spec.schedule, spec.timezone)
     except ScheduleError as exc:
         problems.append(f"{where('schedule')}: schedule: {exc}")
-    from jobrunner.tools.registry import known_tool_names
+    from jobrunner.tools.registry import tool_set
 
-    known = known_tool_names(project)
+    loaded = tool_set(project)
     for name in spec.tools:
-        if name not in known:
+        if name not in loaded.tools:
             import difflib
 
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            # A tool file that failed to load explains its own tools being unknown.
+            hint = loaded.why_unknown(name)
+            if hint is None:
+                close = difflib.get_close_matches(name, sorted(loaded.tools), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"{where('tools')}: tools: unknown tool {name!r}{hint}")
     for name in spec.tool:
         if name not in spec.tools:
             problems.append(
                 f"{where('tool', name)}: tool.{name}: policy for a tool the job does not list"
             )
-    problems.extend(_policy_problems(project, job, where))
+    problems.extend(_policy_problems(project, job, where, loaded.tools))
     if spec.model.startswith("replay:"):
         script = project.root / spec.model.removeprefix("replay:")
         if not script.is_file():
@@ -56,12 +61,10 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     return problems
 
 
-def _policy_problems(project: Project, job: Job, where) -> list[str]:
+def _policy_problems(project: Project, job: Job, where, tools: dict[str, Any]) -> list[str]:
     """A job's `[tool.NAME]` tables may tighten a tool's policy, never loosen it."""
     from jobrunner.tools.api import policy_problems
-    from jobrunner.tools.registry import all_tools
 
-    tools = all_tools(project)
     problems = []
     for name in job.spec.tools:
         if name not in tools:
@@ -127,8 +130,11 @@ def environment_problems(project: Project, job: Job) -> list[str]:
 
 
 def load_all(project: Project) -> tuple[list[Job], list[str]]:
-    """Every declared job that validates, and the problems of those that do not."""
-    jobs, problems = [], []
+    """Every declared job that validates, and the problems of those that do not (and of
+    each tool file that does not load, whether or not a job needs it)."""
+    from jobrunner.tools.registry import tool_file_problems
+
+    jobs, problems = [], tool_file_problems(project)
     for name in project.job_names():
         if not JOB_NAME.match(name):
             continue

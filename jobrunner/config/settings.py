@@ -93,6 +93,8 @@ class Settings(StrictModel):
     env_file: str = ""
     secrets: list[str] = Field(default_factory=list)  # env var names whose values are redacted
     email_outbox: str = "outbox"  # where send_email writes .eml files when [smtp] is absent
+    # How long one jobs/tools/*.py file may take to import before it counts as broken.
+    tool_import_timeout: Duration = Field(10.0, gt=0)
     defaults: dict[str, Any] = Field(default_factory=dict)  # validated against the job model
     pricing: dict[str, PriceSetting] = Field(default_factory=dict)
     smtp: SmtpSettings | None = None

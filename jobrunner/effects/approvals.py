@@ -9,6 +9,7 @@ approval expires after the job's `approval_ttl`: expiry is a refusal (default-de
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -230,11 +231,12 @@ def approve(project: Any, approval_id: str, user: str,
     set_context(ToolContext(project.root, job.name, approval.run_id, job.agent,
                             project.settings, policy=dict(job.spec.tool)))
     redactor = Redactor(project.secret_values())
-    claim, outcome = ledger.call(
-        store, approval.ledger_key, job=job.name, tool=spec.name,
-        args=redactor.data(args), run_id=approval.run_id, approval_id=approval.id,
-        execute=lambda: dispatch.execute(spec, args, spec.timeout, spec.retries),
-    )
+    with contextlib.chdir(project.root):  # the tool's working directory, as in a run
+        claim, outcome = ledger.call(
+            store, approval.ledger_key, job=job.name, tool=spec.name,
+            args=redactor.data(args), run_id=approval.run_id, approval_id=approval.id,
+            execute=lambda: dispatch.execute(spec, args, spec.timeout, spec.retries),
+        )
     if isinstance(claim, ledger.Blocked):
         with store.transaction() as conn:
             conn.execute("UPDATE approvals SET status = 'pending', decided_at = NULL, "

@@ -179,7 +179,11 @@ def run_job(
         lock.mark_held(run_id, job.name, trigger=trigger)
         beat = HeartbeatThread(lock, heartbeat_interval(job.spec.lock.stale_after)).start()
         try:
-            outcome = _run_locked(project, store, job, run_id, trigger, slot, now or utcnow())
+            # Tools open project files by relative path, wherever jobrunner was started
+            # (cron starts in the home folder).
+            with contextlib.chdir(project.root):
+                outcome = _run_locked(project, store, job, run_id, trigger, slot,
+                                      now or utcnow())
         finally:
             beat.stop()
         recovery.after_run(project, store, job, run_id, outcome.status)
@@ -204,8 +208,8 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
     from jobrunner.state.traces import Trace, trace_path
     from jobrunner.tools.registry import job_tools
 
-    # What can still refuse the job's configuration (a tool file that fails to import, a
-    # broken replay script) runs before anything is recorded: exit 2 writes nothing.
+    # What can still refuse the job's configuration (a broken replay script) runs before
+    # anything is recorded: exit 2 writes nothing. Tool files were loaded by load_job.
     tools = job_tools(project, job)
     client = client_for(job.spec.model, project.root)
     price = project.settings.prices().get(job.spec.model, REPLAY_PRICE)

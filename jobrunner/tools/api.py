@@ -187,8 +187,10 @@ def tool(
     """Register a function as a tool. Its docstring is what the model reads; its type
     hints are its argument schema. A bare `@tool` is risk `high` (queued for approval).
 
-    `side_effect` defaults to True unless the tool is declared `low` risk and says
-    otherwise, so that anything that might act on the world goes through the ledger.
+    `side_effect` left unsaid: a `low` tool is a read (False: no ledger, may retry),
+    `medium` and `high` act on the world (True: each call goes through the ledger, and
+    one that raises or times out is in doubt until an operator resolves it). A `low`
+    tool that does act says `side_effect=True`.
     """
     if risk not in RISKS:
         raise ValueError(f"risk must be one of {RISKS}, not {risk!r}")
@@ -197,7 +199,7 @@ def tool(
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         doc = inspect.getdoc(func) or ""
-        effect = True if side_effect is None else side_effect
+        effect = risk != "low" if side_effect is None else side_effect
         if retries and effect and idempotency_key is None:
             raise ValueError(
                 f"tool {func.__name__}: retries need side_effect=False or an idempotency_key "
@@ -248,9 +250,21 @@ def _context_var():
     return _CONTEXT
 
 
+class NoToolContext(LookupError):
+    """`current_context()` was called while jobrunner was not calling a tool."""
+
+
 def current_context() -> ToolContext:
-    """The context of the run calling this tool (raises LookupError outside a run)."""
-    return _context_var().get()
+    """The context of the run calling this tool: the project root, the job, the run id,
+    the agent, the settings and the job's tool policy. Only inside a tool call (a run, or
+    `jobrunner approve`); at import time or elsewhere it raises NoToolContext."""
+    try:
+        return _context_var().get()
+    except LookupError:
+        raise NoToolContext(
+            "current_context() is only available while jobrunner calls a tool (in a run or "
+            "`jobrunner approve`): it tells the tool its project root, job and run. Call it "
+            "inside the tool function, not when the file is imported") from None
 
 
 def set_context(context: ToolContext) -> None:
