@@ -195,6 +195,10 @@ def run_job(
         if outcome is not None:
             from jobrunner.alerts import outbox as alerts
             alerts.deliver_pending(project)  # the outbox: retry what could not go earlier
+            # OpenTelemetry export of the finished run (off unless configured; bounded).
+            from jobrunner import otel_export
+
+            otel_export.after_run(project, outcome.run_id)
 
 
 def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: str,

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from jobrunner.redact import Redactor
-from jobrunner.store import iso, utcnow
+from jobrunner.store import utcnow
 
 
 class TraceEvent(BaseModel):
@@ -21,6 +21,12 @@ class TraceEvent(BaseModel):
     at: str
     event: str
     run_id: str
+
+
+def event_time() -> str:
+    """An event's `at`: UTC to the millisecond, so the steps of one second keep their order
+    and length when the trace is read as spans (record times keep whole seconds)."""
+    return utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def trace_path(state_dir: Path, run_id: str) -> Path:
@@ -43,7 +49,7 @@ class Trace:
     def emit(self, event: str, **fields: Any) -> None:
         self.seq += 1
         record = TraceEvent(
-            seq=self.seq, at=iso(utcnow()) or "", event=event, run_id=self.run_id,
+            seq=self.seq, at=event_time(), event=event, run_id=self.run_id,
             **self.redactor.data(fields),
         )
         line = json.dumps(record.model_dump(), default=str)
