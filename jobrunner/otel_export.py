@@ -25,16 +25,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
+from jobrunner.config.settings import OtelSettings
 from jobrunner.errors import ConfigError
-from jobrunner.validation import Duration, StrictModel, located_errors
 
 if TYPE_CHECKING:
-    from jobrunner.project import Project
+    from jobrunner.config.project import Project
     from jobrunner.redact import Redactor
 
-DEFAULT_TIMEOUT = 2.0
 # The exporter honours its timeout per request; the grace bounds the whole export, so even
 # a collector that trickles bytes cannot keep the run's process alive.
 GRACE_SECONDS = 1.0
@@ -47,30 +44,6 @@ _NOTED_EVENTS = {"model.retry", "tool.retry", "tool.invalid", "tool.skipped",
 _NOTED_KEYS = ("reason", "tool", "step", "attempt", "kind", "tokens", "budget", "fixed_tokens",
                "invalid_calls", "delay_s", "ok", "changed", "results", "request_tokens")
 _TEXT_LIMIT = 200
-
-
-class OtelSettings(StrictModel):
-    """`[otel]` in jobrunner.toml: where finished runs are exported, if anywhere."""
-
-    # Base URL of an OTLP/HTTP collector (`/v1/traces` is added unless given); empty: the
-    # OTEL_EXPORTER_OTLP_* variables decide.
-    endpoint: str = ""
-    timeout: Duration = Field(default=DEFAULT_TIMEOUT, gt=0, le=10)
-    service_name: str = "jobrunner"
-
-    @field_validator("endpoint")
-    @classmethod
-    def _http(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError('expected an OTLP/HTTP URL like "http://localhost:4318"')
-        return value
-
-
-class _SettingsFile(BaseModel):
-    """Only the `[otel]` table of jobrunner.toml (the rest is validated elsewhere)."""
-
-    model_config = ConfigDict(extra="ignore")
-    otel: OtelSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -98,19 +71,6 @@ class ExportResult:
                 "duration_s": round(self.duration_s, 3)}
 
 
-def load_settings(project: Project) -> OtelSettings | None:
-    """The project's `[otel]` table, validated; None when absent. ConfigError (located
-    `FILE:LINE: otel.KEY: problem` lines) when it is wrong."""
-    raw, text = project.raw_settings
-    if "otel" not in raw:
-        return None
-    try:
-        return _SettingsFile.model_validate({"otel": raw["otel"]}).otel
-    except ValidationError as exc:
-        raise ConfigError(located_errors(project.settings_path, text, exc, _SettingsFile)) \
-            from exc
-
-
 def export_target(project: Project, env: dict[str, str] | None = None) -> ExportTarget | None:
     """Where this project's runs go, or None when export is off. jobrunner.toml's endpoint
     wins over the environment's; OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn
@@ -119,7 +79,7 @@ def export_target(project: Project, env: dict[str, str] | None = None) -> Export
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or \
             env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
         return None
-    settings = load_settings(project) or OtelSettings()
+    settings = project.settings.otel or OtelSettings()
     if settings.endpoint:
         url = _traces_url(settings.endpoint)
     elif env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip():
@@ -136,7 +96,7 @@ def after_run(project: Project, run_id: str) -> ExportResult | None:
     note the outcome in its trace. Never raises for a collector's or the settings' sake;
     None when export is off."""
     from jobrunner.redact import Redactor
-    from jobrunner.trace import append_event
+    from jobrunner.state.traces import append_event
 
     try:
         result = export_run(project, run_id)
@@ -159,7 +119,7 @@ def export_run(project: Project, run_id: str) -> ExportResult | None:
     if target is None:
         return None
     from jobrunner.redact import Redactor
-    from jobrunner.trace import read_trace, trace_path
+    from jobrunner.state.traces import read_trace, trace_path
 
     events = read_trace(trace_path(project.state_dir, run_id))
     return send(target, events, Redactor(project.secret_values()))

@@ -18,9 +18,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from jobrunner.config.project import Project
 from jobrunner.errors import ConfigError
 from jobrunner.otel_export import export_target, run_trace_id
-from jobrunner.project import Project
 from tests.conftest import TEST_KEY
 from tests.fake_api import tool_turn
 from tests.session_helpers import MEMORY, TOOLS, finish, trace

@@ -86,6 +86,23 @@ class AlertSettings(StrictModel):
     retry_backoff_max: Duration = 600.0
 
 
+class OtelSettings(StrictModel):
+    """`[otel]` in jobrunner.toml: where finished runs are exported, if anywhere."""
+
+    # Base URL of an OTLP/HTTP collector (`/v1/traces` is added unless given); empty: the
+    # OTEL_EXPORTER_OTLP_* variables decide.
+    endpoint: str = ""
+    timeout: Duration = Field(default=2.0, gt=0, le=10)  # a dead collector costs at most this
+    service_name: str = "jobrunner"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError('expected an OTLP/HTTP URL like "http://localhost:4318"')
+        return value
+
+
 class Settings(StrictModel):
     """The whole of `jobrunner.toml`; every key optional."""
 
@@ -99,6 +116,7 @@ class Settings(StrictModel):
     pricing: dict[str, PriceSetting] = Field(default_factory=dict)
     smtp: SmtpSettings | None = None
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    otel: OtelSettings | None = None  # OpenTelemetry export of finished runs
 
     @model_validator(mode="after")
     def _email_needs_smtp(self) -> Settings:
