@@ -8,13 +8,17 @@ trigger, so a schedule means one thing everywhere:
   crontab OR rule); when either is `*`, both must match;
 - a local time skipped by a DST change (spring forward) fires once, at the first instant
   after the gap; a local time repeated by a DST change (fall back) fires once, at its
-  first occurrence.
+  first occurrence;
+- an expression that can never fire is an error; one that fires is searched without limit,
+  however far apart its fire times are (Feb 29 on a Sunday: up to 40 years).
 """
 
 from __future__ import annotations
 
+import calendar
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import MAXYEAR, UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 ALIASES = {
@@ -36,8 +40,8 @@ _FIELDS = [
     ("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTHS)}),
     ("day-of-week", 0, 7, {n: i for i, n in enumerate(_DAYS)}),
 ]
-# Search horizon: long enough for Feb 29 on a given weekday (28-year cycle).
-_HORIZON_DAYS = 366 * 29
+# The most days each month has in any year (February: 29, in leap years).
+_LONGEST_MONTH = {m: calendar.monthrange(2000, m)[1] for m in range(1, 13)}
 
 
 class ScheduleError(ValueError):
@@ -101,14 +105,42 @@ class Schedule:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def _day_matches(self, day: date) -> bool:
-        if day.month not in self.months:
-            return False
-        dom = day.day in self.days
-        dow = (day.isoweekday() % 7) in self.weekdays
+    def never_fires(self) -> bool:
+        """Whether no day ever matches, decided from the fields alone.
+
+        The Gregorian calendar repeats every 400 years, and within that cycle every
+        (month, day) that exists in some year, Feb 29 included, falls on each of the seven
+        weekdays (tests check this by brute force). Every field holds at least one value.
+        So under the OR rule any weekday of a listed month fires; otherwise the schedule
+        fires exactly when one of its months has one of its days in some year.
+        """
         if self.dom_restricted and self.dow_restricted:
-            return dom or dow
-        return dom and dow
+            return False
+        return not any(day <= _LONGEST_MONTH[m] for m in self.months for day in self.days)
+
+    def _month_days(self, year: int, month: int) -> list[int]:
+        """The days of one month that match the day fields, ascending."""
+        first_weekday, length = calendar.monthrange(year, month)  # 0 = Monday
+        sunday_based = (first_weekday + 1) % 7  # day 1's weekday, 0 = Sunday
+        by_date = {day for day in self.days if day <= length}
+        by_weekday = {day for day in range(1, length + 1)
+                      if (sunday_based + day - 1) % 7 in self.weekdays}
+        if self.dom_restricted and self.dow_restricted:
+            return sorted(by_date | by_weekday)
+        return sorted(by_date & by_weekday)
+
+    def _dates_from(self, first: date) -> Iterator[date]:
+        """Local dates from `first` on whose day fields match, ascending, up to the last
+        year a datetime holds. Months outside the month field are never looked at and a
+        month is read whole, so decades between fire times cost a few steps per year."""
+        months = sorted(self.months)
+        for year in range(first.year, MAXYEAR + 1):
+            for month in months:
+                if (year, month) < (first.year, first.month):
+                    continue
+                for day in self._month_days(year, month):
+                    if year > first.year or month > first.month or day >= first.day:
+                        yield date(year, month, day)
 
     def _instant(self, naive: datetime) -> datetime:
         """The UTC instant a local wall-clock slot fires at (DST rules in module doc)."""
@@ -126,9 +158,12 @@ class Schedule:
 
     def next_after(self, after: datetime) -> datetime:
         """First fire time strictly after `after` (aware), as an aware UTC datetime."""
-        return next(self.iter_after(after))
+        for instant in self.iter_after(after):
+            return instant
+        # Reached only near year 9999: a schedule that fires at all fires in every 400 years.
+        raise ValueError(f"{self.expression!r} fires no more before year {MAXYEAR + 1}")
 
-    def iter_after(self, after: datetime):
+    def iter_after(self, after: datetime) -> Iterator[datetime]:
         """Fire times strictly after `after`, ascending, as aware UTC datetimes."""
         if after.tzinfo is None:
             raise ValueError("`after` must be timezone-aware")
@@ -139,11 +174,10 @@ class Schedule:
         # shifts by more), so they are skipped without the costly zone arithmetic: the
         # daemon asks this for every firing of every job.
         floor = start_local.replace(tzinfo=None) - timedelta(hours=3)
-        day = start_local.date() - timedelta(days=1)
         hours, minutes = sorted(self.hours), sorted(self.minutes)
         last: datetime | None = None
-        for _ in range(_HORIZON_DAYS):
-            if self._day_matches(day) and datetime.combine(day, time(23, 59)) >= floor:
+        for day in self._dates_from(start_local.date() - timedelta(days=1)):
+            if datetime.combine(day, time(23, 59)) >= floor:
                 for hour in hours:
                     if datetime.combine(day, time(hour, 59)) < floor:
                         continue
@@ -155,7 +189,6 @@ class Schedule:
                         if instant > after and instant != last:
                             last = instant
                             yield instant
-            day += timedelta(days=1)
 
     def next_times(self, after: datetime, count: int) -> list[datetime]:
         """The next `count` fire times after `after`."""
@@ -211,10 +244,8 @@ def parse_schedule(expression: str, timezone: str = "UTC") -> Schedule:
         dom_restricted=not parts[2].startswith("*"),
         dow_restricted=not parts[4].startswith("*"),
     )
-    if not any(
-        schedule._day_matches(date(2000, 1, 1) + timedelta(days=i)) for i in range(366 * 8)
-    ):
-        raise ScheduleError(f"{expression!r} never fires (no such day)")
+    if schedule.never_fires():
+        raise ScheduleError(f"{expression!r} never fires (none of its months has any of its days)")
     return schedule
 
 
