@@ -9,6 +9,7 @@ trigger, so a schedule means one thing everywhere:
 - a local time skipped by a DST change (spring forward) fires once, at the first instant
   after the gap; a local time repeated by a DST change (fall back) fires once, at its
   first occurrence;
+- only the ASCII digits 0-9 are digits (as in crontab: `²` or `１` is an error, not a number);
 - an expression that can never fire is an error; one that fires is searched without limit,
   however far apart its fire times are (Feb 29 on a Sunday: up to 40 years).
 """
@@ -16,6 +17,7 @@ trigger, so a schedule means one thing everywhere:
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, date, datetime, time, timedelta
@@ -42,21 +44,42 @@ _FIELDS = [
 ]
 # The most days each month has in any year (February: 29, in leap years).
 _LONGEST_MONTH = {m: calendar.monthrange(2000, m)[1] for m in range(1, 13)}
+# `[0-9]`, not `\d` or str.isdigit(): those accept `²`, `١`, `１`, which crontab does not.
+_DIGITS = re.compile(r"[0-9]+")
+# No field goes past 59, so a number with more significant digits than this is out of range
+# as a value and means "one value per range" as a step; capping it also keeps int() clear of
+# its 4300-digit limit.
+_MAX_DIGITS = 6
 
 
 class ScheduleError(ValueError):
     """A schedule expression that crontab would not accept, or that never fires."""
 
 
+def _number(text: str) -> int | None:
+    """`text` as a number if it is ASCII digits, else None; huge numbers are capped at
+    10**_MAX_DIGITS (see there)."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    significant = text.lstrip("0") or "0"
+    return int(significant) if len(significant) <= _MAX_DIGITS else 10**_MAX_DIGITS
+
+
+def _shown(text: str) -> str:
+    """A token as an error message quotes it: a 5000-digit number is cut short."""
+    return text if len(text) <= 12 else f"{text[:12]}…"
+
+
 def _value(token: str, low: int, high: int, names: dict[str, int], field: str) -> int:
-    token = token.lower()
-    if token in names:
-        return names[token]
-    if not token.isdigit():
-        raise ScheduleError(f"{field}: {token!r} is not a number or name")
-    number = int(token)
+    lowered = token.lower()
+    if lowered in names:
+        return names[lowered]
+    number = _number(token)
+    if number is None:
+        hint = "" if token.isascii() else " (digits are 0-9)"
+        raise ScheduleError(f"{field}: {_shown(token)!r} is not a number or name{hint}")
     if not low <= number <= high:
-        raise ScheduleError(f"{field}: {number} is outside {low}-{high}")
+        raise ScheduleError(f"{field}: {_shown(token.lstrip('0') or '0')} is outside {low}-{high}")
     return number
 
 
@@ -68,9 +91,11 @@ def _parse_field(text: str, field: str, low: int, high: int, names: dict[str, in
         base, _, step_text = part.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise ScheduleError(f"{field}: bad step {step_text!r}")
-            step = int(step_text)
+            number = _number(step_text)
+            if not number:  # not ASCII digits, or 0
+                hint = "" if step_text.isascii() else " (digits are 0-9)"
+                raise ScheduleError(f"{field}: bad step {_shown(step_text)!r}{hint}")
+            step = number
         if base == "*":
             start, end = low, high
         elif "-" in base:

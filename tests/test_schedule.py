@@ -70,6 +70,9 @@ CASES = [
      ["2128-02-29 00:00"]),
     ("feb-29-sunday-after-2390", "0 0 29 2 */7", "UTC", "2390-01-01 00:00",
      ["2404-02-29 00:00", "2432-02-29 00:00"]),
+    # A step too long for int() to read means one value per range.
+    ("huge-step", "*/" + "7" * 5000 + " 3 1 1 *", "UTC", "2026-11-01 00:00",
+     ["2027-01-01 03:00"]),
     ("step-and-list", "0,30 */12 * * *", "UTC", "2026-11-01 00:00",
      ["2026-11-01 00:30", "2026-11-01 12:00", "2026-11-01 12:30", "2026-11-02 00:00"]),
     ("alias-hourly", "@hourly", "UTC", "2026-11-01 10:15",
@@ -130,6 +133,16 @@ INVALID = [
     ("0 0 30 2 *", "never fires"),
     ("0 0 31 4,6,9,11 *", "never fires"),
     ("0 0 30,31 2 */7", "never fires"),
+    # Only ASCII 0-9 are digits: str.isdigit() accepts these, int() some of them.
+    ("0 0 ² * *", "day-of-month: '²' is not a number or name (digits are 0-9)"),
+    ("0 0 1-² * *", "day-of-month: '²' is not a number or name"),
+    ("0 0 1/² * *", "day-of-month: bad step '²'"),
+    ("0 0 * * ¹", "day-of-week: '¹' is not a number or name"),
+    ("0 0 １ * *", "day-of-month: '１' is not a number or name"),
+    ("0 0 1 ١ *", "month: '١' is not a number or name"),
+    ("0 ٣-5 * * *", "hour: '٣' is not a number or name"),
+    ("*/５ * * * *", "minute: bad step '５'"),
+    ("0 0 " + "9" * 5000 + " * *", "day-of-month: 999999999999… is outside 1-31"),
     ("0 0 1, * *", "empty list item"),
 ]
 
@@ -229,6 +242,26 @@ def test_next_list_validate_show_the_jobs_zone_and_offset(project):
     valid = project.run("validate", "--json").json()["valid"][0]
     assert (valid["timezone"], valid["next_run_local"]) == ("Europe/Berlin", times[0])
     assert f"ok  berlin: next run {times[0]}" in project.run("validate").stdout
+
+
+def test_non_ascii_digit_is_a_located_error_and_other_jobs_still_show(project):
+    project.job("good", schedule="0 8 * * *")
+    project.write("jobs/bad.toml", '''
+        schedule = "0 0 ² * *"
+        timezone = "UTC"
+        model = "claude-sonnet-4-6"
+        tools = []
+        prompt = "Do the task."
+    ''')
+    located = "jobs/bad.toml:1: schedule: day-of-month: '²' is not a number or name"
+    validated = project.run("validate")
+    assert validated.code == 2, validated.stderr
+    assert located in validated.stderr and "Traceback" not in validated.stderr
+    assert "ok  good: next run" in validated.stdout and "bad" not in validated.stdout
+    listed = project.run("list")
+    assert listed.code == 2, listed.stderr
+    assert located in listed.stderr and "Traceback" not in listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["good"]
 
 
 def test_next_finds_feb_29_sundays_decades_apart(project):
