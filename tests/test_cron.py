@@ -80,6 +80,21 @@ def test_cron_prints_absolute_lines_per_zone(project):
     assert [ln["job"] for ln in as_json["lines"]] == ["far-job", "local-job", "weekly-job"]
 
 
+def test_a_newline_in_a_schedule_stays_out_of_the_crontab_block(project):
+    zone = system_timezone()
+    replay_job(project, "local-job", "30 8 * * *\n", timezone=zone)
+    replay_job(project, "far-job", "0 9\t* * *\n", timezone="Pacific/Chatham"
+               if zone != "Pacific/Chatham" else "Asia/Kolkata")
+    printed = project.run("cron")
+    assert printed.code == 0, printed.stderr
+    # Every line is a comment or an entry: expression, executable, arguments.
+    entries = [ln for ln in printed.stdout.splitlines() if not ln.startswith("#")]
+    assert [ln.split(" --home ")[0].rsplit(" ", 1)[0] for ln in entries] == \
+        ["* * * * *", "30 8 * * *"]
+    assert "# local-job: 30 8 * * * (" in printed.stdout
+    assert "# far-job: 0 9 * * * in " in printed.stdout
+
+
 @needs_crontab
 def test_install_is_idempotent_keeps_other_lines_and_uninstall_restores(
         project, user_crontab):

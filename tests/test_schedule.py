@@ -3,12 +3,14 @@
 Calendar facts used below: 2026-11-01 is a Sunday. Europe/Berlin goes CET→CEST on
 2026-03-29 at 02:00 (01:00 UTC) and back on 2026-10-25 at 03:00 CEST (01:00 UTC).
 America/New_York goes EST→EDT on 2026-03-08 at 02:00 (07:00 UTC) and back on 2026-11-01
-at 02:00 EDT (06:00 UTC).
+at 02:00 EDT (06:00 UTC). 1 January is a Friday in 2027, 2038 and 2044. Feb 29 is a Sunday in
+2032, 2060, 2088, 2128 (2100 is no leap year), 2156, ..., 2376, 2404.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -55,6 +57,22 @@ CASES = [
     # A field starting with `*` counts as unrestricted (crontab): odd days AND Fridays.
     ("star-step-is-unrestricted", "0 12 */2 * fri", "UTC", "2026-11-01 00:00",
      ["2026-11-13 12:00", "2026-11-27 12:00", "2026-12-11 12:00"]),
+    # Only 1 January when it is a Friday: years apart.
+    ("star-step-jan-1-friday", "0 0 */31 1 5", "UTC", "2026-01-01 00:00",
+     ["2027-01-01 00:00", "2038-01-01 00:00", "2044-01-01 00:00"]),
+    # Feb 29 on a Sunday: 28 years apart, 40 across 2100.
+    ("feb-29-sunday", "0 0 29 2 */7", "UTC", "2026-01-01 00:00",
+     ["2032-02-29 00:00", "2060-02-29 00:00", "2088-02-29 00:00", "2128-02-29 00:00",
+      "2156-02-29 00:00"]),
+    ("feb-29-sunday-berlin", "0 0 29 2 */7", "Europe/Berlin", "2089-01-01 00:00",
+     ["2128-02-28 23:00", "2156-02-28 23:00"]),
+    ("feb-29-sunday-after-2089", "0 0 29 2 */7", "UTC", "2089-01-01 00:00",
+     ["2128-02-29 00:00"]),
+    ("feb-29-sunday-after-2390", "0 0 29 2 */7", "UTC", "2390-01-01 00:00",
+     ["2404-02-29 00:00", "2432-02-29 00:00"]),
+    # A step too long for int() to read means one value per range.
+    ("huge-step", "*/" + "7" * 5000 + " 3 1 1 *", "UTC", "2026-11-01 00:00",
+     ["2027-01-01 03:00"]),
     ("step-and-list", "0,30 */12 * * *", "UTC", "2026-11-01 00:00",
      ["2026-11-01 00:30", "2026-11-01 12:00", "2026-11-01 12:30", "2026-11-02 00:00"]),
     ("alias-hourly", "@hourly", "UTC", "2026-11-01 10:15",
@@ -113,14 +131,64 @@ INVALID = [
     ("0 0 * * fri-mon", "runs backwards"),
     ("0 0 * jan-foo *", "'foo' is not a number or name"),
     ("0 0 30 2 *", "never fires"),
+    ("0 0 31 4,6,9,11 *", "never fires"),
+    ("0 0 30,31 2 */7", "never fires"),
+    # Only ASCII 0-9 are digits: str.isdigit() accepts these, int() some of them.
+    ("0 0 ² * *", "day-of-month: '²' is not a number or name (digits are 0-9)"),
+    ("0 0 1-² * *", "day-of-month: '²' is not a number or name"),
+    ("0 0 1/² * *", "day-of-month: bad step '²'"),
+    ("0 0 * * ¹", "day-of-week: '¹' is not a number or name"),
+    ("0 0 １ * *", "day-of-month: '１' is not a number or name"),
+    ("0 0 1 ١ *", "month: '١' is not a number or name"),
+    ("0 ٣-5 * * *", "hour: '٣' is not a number or name"),
+    ("*/５ * * * *", "minute: bad step '５'"),
+    ("0 0 " + "9" * 5000 + " * *", "day-of-month: 999999999999… is outside 1-31"),
     ("0 0 1, * *", "empty list item"),
 ]
 
 
-@pytest.mark.parametrize(("expression", "problem"), INVALID, ids=[i[0] for i in INVALID])
+@pytest.mark.parametrize(("expression", "problem"), INVALID, ids=[i[0][:24] for i in INVALID])
 def test_invalid_expressions_say_why(expression, problem):
-    with pytest.raises(ScheduleError, match=problem.replace("*", r"\*")):
+    with pytest.raises(ScheduleError, match=re.escape(problem)):
         parse_schedule(expression, "UTC")
+
+
+def test_every_date_falls_on_every_weekday_in_400_years():
+    """The claim `never_fires` rests on: the Gregorian calendar repeats every 400 years and
+    in that cycle each (month, day) that exists at all, Feb 29 included, meets all seven
+    weekdays."""
+    weekdays: dict[tuple[int, int], set[int]] = {}
+    day = date(2000, 1, 1)
+    while day.year < 2400:
+        weekdays.setdefault((day.month, day.day), set()).add(day.weekday())
+        day += timedelta(days=1)
+    assert len(weekdays) == 366 and (2, 29) in weekdays
+    assert all(found == set(range(7)) for found in weekdays.values())
+    assert date(2400, 1, 1).weekday() == date(2000, 1, 1).weekday()
+
+
+def test_never_fires_exactly_when_no_year_has_the_day():
+    """`D M */7` is day D of month M when it is a Sunday (`*/7` counts as unrestricted, so
+    both must match). For every D and M the parser rejects it exactly when no year of the
+    400-year cycle has it, and otherwise finds the first one a day-by-day walk finds."""
+    first_sunday: dict[tuple[int, int], date] = {}
+    day = date(2000, 1, 1)
+    while day.year < 2400:
+        if day.isoweekday() == 7:
+            first_sunday.setdefault((day.month, day.day), day)
+        day += timedelta(days=1)
+    assert first_sunday[(2, 29)] == date(2004, 2, 29)
+    for month in range(1, 13):
+        for dom in range(1, 32):
+            expression = f"0 0 {dom} {month} */7"
+            expected = first_sunday.get((month, dom))
+            if expected is None:
+                with pytest.raises(ScheduleError, match="never fires"):
+                    parse_schedule(expression, "UTC")
+            else:
+                found = parse_schedule(expression, "UTC").next_after(utc("1999-12-31 23:59"))
+                assert found == utc(f"{expected} 00:00"), expression
+    assert len(first_sunday) == 366
 
 
 def test_unknown_zone():
@@ -174,3 +242,33 @@ def test_next_list_validate_show_the_jobs_zone_and_offset(project):
     valid = project.run("validate", "--json").json()["valid"][0]
     assert (valid["timezone"], valid["next_run_local"]) == ("Europe/Berlin", times[0])
     assert f"ok  berlin: next run {times[0]}" in project.run("validate").stdout
+
+
+def test_non_ascii_digit_is_a_located_error_and_other_jobs_still_show(project):
+    project.job("good", schedule="0 8 * * *")
+    project.write("jobs/bad.toml", '''
+        schedule = "0 0 ² * *"
+        timezone = "UTC"
+        model = "claude-sonnet-4-6"
+        tools = []
+        prompt = "Do the task."
+    ''')
+    located = "jobs/bad.toml:1: schedule: day-of-month: '²' is not a number or name"
+    validated = project.run("validate")
+    assert validated.code == 2, validated.stderr
+    assert located in validated.stderr and "Traceback" not in validated.stderr
+    assert "ok  good: next run" in validated.stdout and "bad" not in validated.stdout
+    listed = project.run("list")
+    assert listed.code == 2, listed.stderr
+    assert located in listed.stderr and "Traceback" not in listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["good"]
+
+
+def test_next_finds_feb_29_sundays_decades_apart(project):
+    project.job("leap", schedule="0 0 29 2 */7")
+    shown = project.run("next", "leap", "-n", "5", "--json")
+    assert shown.code == 0, shown.stderr
+    days = [datetime.fromisoformat(entry["at"]) for entry in shown.json()]
+    assert len(days) == 5 and days == sorted(days)
+    assert all((d.month, d.day, d.isoweekday(), d.hour) == (2, 29, 7, 0) for d in days)
+    assert (days[-1] - days[0]).days > 100 * 365  # crosses 2100, which has no Feb 29

@@ -8,13 +8,19 @@ trigger, so a schedule means one thing everywhere:
   crontab OR rule); when either is `*`, both must match;
 - a local time skipped by a DST change (spring forward) fires once, at the first instant
   after the gap; a local time repeated by a DST change (fall back) fires once, at its
-  first occurrence.
+  first occurrence;
+- only the ASCII digits 0-9 are digits (as in crontab: `²` or `１` is an error, not a number);
+- an expression that can never fire is an error; one that fires is searched without limit,
+  however far apart its fire times are (Feb 29 on a Sunday: up to 40 years).
 """
 
 from __future__ import annotations
 
+import calendar
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import MAXYEAR, UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 ALIASES = {
@@ -36,23 +42,44 @@ _FIELDS = [
     ("month", 1, 12, {n: i + 1 for i, n in enumerate(_MONTHS)}),
     ("day-of-week", 0, 7, {n: i for i, n in enumerate(_DAYS)}),
 ]
-# Search horizon: long enough for Feb 29 on a given weekday (28-year cycle).
-_HORIZON_DAYS = 366 * 29
+# The most days each month has in any year (February: 29, in leap years).
+_LONGEST_MONTH = {m: calendar.monthrange(2000, m)[1] for m in range(1, 13)}
+# `[0-9]`, not `\d` or str.isdigit(): those accept `²`, `١`, `１`, which crontab does not.
+_DIGITS = re.compile(r"[0-9]+")
+# No field goes past 59, so a number with more significant digits than this is out of range
+# as a value and means "one value per range" as a step; capping it also keeps int() clear of
+# its 4300-digit limit.
+_MAX_DIGITS = 6
 
 
 class ScheduleError(ValueError):
     """A schedule expression that crontab would not accept, or that never fires."""
 
 
+def _number(text: str) -> int | None:
+    """`text` as a number if it is ASCII digits, else None; huge numbers are capped at
+    10**_MAX_DIGITS (see there)."""
+    if not _DIGITS.fullmatch(text):
+        return None
+    significant = text.lstrip("0") or "0"
+    return int(significant) if len(significant) <= _MAX_DIGITS else 10**_MAX_DIGITS
+
+
+def _shown(text: str) -> str:
+    """A token as an error message quotes it: a 5000-digit number is cut short."""
+    return text if len(text) <= 12 else f"{text[:12]}…"
+
+
 def _value(token: str, low: int, high: int, names: dict[str, int], field: str) -> int:
-    token = token.lower()
-    if token in names:
-        return names[token]
-    if not token.isdigit():
-        raise ScheduleError(f"{field}: {token!r} is not a number or name")
-    number = int(token)
+    lowered = token.lower()
+    if lowered in names:
+        return names[lowered]
+    number = _number(token)
+    if number is None:
+        hint = "" if token.isascii() else " (digits are 0-9)"
+        raise ScheduleError(f"{field}: {_shown(token)!r} is not a number or name{hint}")
     if not low <= number <= high:
-        raise ScheduleError(f"{field}: {number} is outside {low}-{high}")
+        raise ScheduleError(f"{field}: {_shown(token.lstrip('0') or '0')} is outside {low}-{high}")
     return number
 
 
@@ -64,9 +91,11 @@ def _parse_field(text: str, field: str, low: int, high: int, names: dict[str, in
         base, _, step_text = part.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise ScheduleError(f"{field}: bad step {step_text!r}")
-            step = int(step_text)
+            number = _number(step_text)
+            if not number:  # not ASCII digits, or 0
+                hint = "" if step_text.isascii() else " (digits are 0-9)"
+                raise ScheduleError(f"{field}: bad step {_shown(step_text)!r}{hint}")
+            step = number
         if base == "*":
             start, end = low, high
         elif "-" in base:
@@ -101,14 +130,42 @@ class Schedule:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def _day_matches(self, day: date) -> bool:
-        if day.month not in self.months:
-            return False
-        dom = day.day in self.days
-        dow = (day.isoweekday() % 7) in self.weekdays
+    def never_fires(self) -> bool:
+        """Whether no day ever matches, decided from the fields alone.
+
+        The Gregorian calendar repeats every 400 years, and within that cycle every
+        (month, day) that exists in some year, Feb 29 included, falls on each of the seven
+        weekdays (tests check this by brute force). Every field holds at least one value.
+        So under the OR rule any weekday of a listed month fires; otherwise the schedule
+        fires exactly when one of its months has one of its days in some year.
+        """
         if self.dom_restricted and self.dow_restricted:
-            return dom or dow
-        return dom and dow
+            return False
+        return not any(day <= _LONGEST_MONTH[m] for m in self.months for day in self.days)
+
+    def _month_days(self, year: int, month: int) -> list[int]:
+        """The days of one month that match the day fields, ascending."""
+        first_weekday, length = calendar.monthrange(year, month)  # 0 = Monday
+        sunday_based = (first_weekday + 1) % 7  # day 1's weekday, 0 = Sunday
+        by_date = {day for day in self.days if day <= length}
+        by_weekday = {day for day in range(1, length + 1)
+                      if (sunday_based + day - 1) % 7 in self.weekdays}
+        if self.dom_restricted and self.dow_restricted:
+            return sorted(by_date | by_weekday)
+        return sorted(by_date & by_weekday)
+
+    def _dates_from(self, first: date) -> Iterator[date]:
+        """Local dates from `first` on whose day fields match, ascending, up to the last
+        year a datetime holds. Months outside the month field are never looked at and a
+        month is read whole, so decades between fire times cost a few steps per year."""
+        months = sorted(self.months)
+        for year in range(first.year, MAXYEAR + 1):
+            for month in months:
+                if (year, month) < (first.year, first.month):
+                    continue
+                for day in self._month_days(year, month):
+                    if year > first.year or month > first.month or day >= first.day:
+                        yield date(year, month, day)
 
     def _instant(self, naive: datetime) -> datetime:
         """The UTC instant a local wall-clock slot fires at (DST rules in module doc)."""
@@ -126,9 +183,12 @@ class Schedule:
 
     def next_after(self, after: datetime) -> datetime:
         """First fire time strictly after `after` (aware), as an aware UTC datetime."""
-        return next(self.iter_after(after))
+        for instant in self.iter_after(after):
+            return instant
+        # Reached only near year 9999: a schedule that fires at all fires in every 400 years.
+        raise ValueError(f"{self.expression!r} fires no more before year {MAXYEAR + 1}")
 
-    def iter_after(self, after: datetime):
+    def iter_after(self, after: datetime) -> Iterator[datetime]:
         """Fire times strictly after `after`, ascending, as aware UTC datetimes."""
         if after.tzinfo is None:
             raise ValueError("`after` must be timezone-aware")
@@ -139,11 +199,10 @@ class Schedule:
         # shifts by more), so they are skipped without the costly zone arithmetic: the
         # daemon asks this for every firing of every job.
         floor = start_local.replace(tzinfo=None) - timedelta(hours=3)
-        day = start_local.date() - timedelta(days=1)
         hours, minutes = sorted(self.hours), sorted(self.minutes)
         last: datetime | None = None
-        for _ in range(_HORIZON_DAYS):
-            if self._day_matches(day) and datetime.combine(day, time(23, 59)) >= floor:
+        for day in self._dates_from(start_local.date() - timedelta(days=1)):
+            if datetime.combine(day, time(23, 59)) >= floor:
                 for hour in hours:
                     if datetime.combine(day, time(hour, 59)) < floor:
                         continue
@@ -155,7 +214,6 @@ class Schedule:
                         if instant > after and instant != last:
                             last = instant
                             yield instant
-            day += timedelta(days=1)
 
     def next_times(self, after: datetime, count: int) -> list[datetime]:
         """The next `count` fire times after `after`."""
@@ -211,10 +269,8 @@ def parse_schedule(expression: str, timezone: str = "UTC") -> Schedule:
         dom_restricted=not parts[2].startswith("*"),
         dow_restricted=not parts[4].startswith("*"),
     )
-    if not any(
-        schedule._day_matches(date(2000, 1, 1) + timedelta(days=i)) for i in range(366 * 8)
-    ):
-        raise ScheduleError(f"{expression!r} never fires (no such day)")
+    if schedule.never_fires():
+        raise ScheduleError(f"{expression!r} never fires (none of its months has any of its days)")
     return schedule
 
 

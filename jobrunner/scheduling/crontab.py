@@ -88,11 +88,14 @@ def line_for(project: Project, job: Job, system_zone: str) -> CronLine:
     # `%` ends a crontab command (it means newline): escape it.
     command = " ".join(shlex.quote(a) for a in argv).replace("%", "\\%") + " >/dev/null"
     spec = job.spec
+    # The comment quotes the schedule on one line: a newline in it (`"0 8 * * *\n"` parses,
+    # whitespace separating fields) would start a crontab line that crontab rejects.
+    shown = " ".join(spec.schedule.split())
     if same_zone(spec.timezone, system_zone):
         return CronLine(job.name, cron_expression(spec.schedule), command,
-                        f"{job.name}: {spec.schedule} ({spec.timezone})")
+                        f"{job.name}: {shown} ({spec.timezone})")
     return CronLine(job.name, EVERY_MINUTE, command,
-                    f"{job.name}: {spec.schedule} in {spec.timezone}; cron runs in "
+                    f"{job.name}: {shown} in {spec.timezone}; cron runs in "
                     f"{system_zone}, so `run --due` checks every minute")
 
 
