@@ -272,3 +272,12 @@ def test_next_finds_feb_29_sundays_decades_apart(project):
     assert len(days) == 5 and days == sorted(days)
     assert all((d.month, d.day, d.isoweekday(), d.hour) == (2, 29, 7, 0) for d in days)
     assert (days[-1] - days[0]).days > 100 * 365  # crosses 2100, which has no Feb 29
+
+
+def test_a_hand_run_of_a_rare_schedule_stands_for_its_last_slot():
+    # 29 February on a Sunday: the last one before 2026 was in 2004, 22 years back.
+    from jobrunner.effects.ledger import manual_slot
+
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    assert manual_slot(parse_schedule("0 0 29 2 */7", "UTC"), now) == datetime(
+        2004, 2, 29, tzinfo=UTC)

@@ -67,7 +67,8 @@ def manual_slot(schedule: Any, now: datetime) -> datetime | None:
     """The slot a run without one stands for: the latest scheduled time at or before
     `now`. A manual run redoes the work of the slot that came last, so it shares that
     slot's keys and cannot repeat a side effect the scheduled run already had."""
-    for days in (2, 40, 400):
+    # The calendar repeats every 400 years: a schedule that fires has fired within them.
+    for days in (2, 40, 400, 146_097):
         latest = None
         for instant in schedule.iter_after(now - timedelta(days=days)):
             if instant > now:
