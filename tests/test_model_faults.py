@@ -3,6 +3,8 @@ SDK against injected faults; and the errors that are not retried, explained plai
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from tests.fake_api import WELL_FORMED_MESSAGE, fault
@@ -87,6 +89,34 @@ def test_client_errors_are_not_retried_and_say_what_to_do(project, fake_api, sta
     assert f"HTTP {status}" in ran.stderr and advice in ran.stderr
     assert len(fake_api.message_requests) == 1
     assert project.runs()[0]["stop_reason"].startswith("model_api_error:")
+
+
+TRICKLES = {
+    "slow_body": fault(trickle=10),  # the reply at 10 bytes a second: ~30 s in all
+    "headers_then_stall": fault(trickle=0),
+    "slow_headers": fault(trickle=2, trickle_headers=True),
+}
+
+
+@pytest.mark.parametrize("name", list(TRICKLES))
+def test_a_trickling_server_cannot_hold_the_run_past_its_time(project, fake_api, name):
+    # Each read gets a byte in time, so only a wall-clock bound ends the call.
+    project.job("job", limits(max_seconds="6s", model_timeout="3s"))
+    fake_api.enqueue(*[TRICKLES[name]] * 6, *ending())
+    ran = project.run("run", "job", timeout=90)
+    assert ran.code == 3 and "ended LIMIT (max_seconds)" in ran.stderr, ran.stderr
+    [record] = project.runs()
+    assert (record["status"], record["stop_reason"]) == ("limit", "max_seconds")
+    took = (datetime.fromisoformat(record["ended_at"])
+            - datetime.fromisoformat(record["started_at"])).total_seconds()
+    assert took < 6 + 4, took
+    assert "free" in project.run("locks").stdout
+    events = trace(project, record["id"])
+    requests = [e for e in events if e["event"] == "model.request"]
+    errors = [e for e in events if e["event"] == "model.error"]
+    assert requests and [e["attempt"] for e in errors] == [e["attempt"] for e in requests]
+    assert {e["kind"] for e in errors} == {"timeout"}
+    assert not any(e["event"] == "model.response" for e in events)
 
 
 def _reply(**changes):

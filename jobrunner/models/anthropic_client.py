@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from jobrunner.models import ModelError, ModelRequest, ModelTurn
@@ -115,25 +116,47 @@ def turn_from_reply(data: Any, request_id: str | None) -> ModelTurn | ModelError
 
 
 class AnthropicClient:
-    """Calls `messages.create` with the SDK's own retries off (`max_retries=0`)."""
+    """Calls `messages.create` with the SDK's own retries off (`max_retries=0`).
+
+    Each call takes an SDK client (its own connection pool) and gives it back when it ends.
+    A call abandoned by the session on a stuck connection keeps its client until its thread
+    ends, so the retry takes a fresh one and never waits on, or reuses, that connection.
+    """
 
     def __init__(self) -> None:
         self._anthropic: Any = None
-        self._client: Any = None
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
 
-    def _sdk(self) -> Any:
-        # ~1 s to import: paid on the first model call, not when the run is set up (a run
-        # must be on record as soon as it holds its lock).
+    def prepare(self) -> None:
+        """Import the SDK (about 1.5 s): paid on the first model call, not when the run is
+        set up (a run must be on record as soon as it holds its lock), and outside any
+        call's time bound."""
         if self._anthropic is None:
             import anthropic
 
             self._anthropic = anthropic
-            self._client = anthropic.Anthropic(max_retries=0)
-        return self._anthropic
+
+    def _take(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._anthropic.Anthropic(max_retries=0)
+
+    def _give_back(self, client: Any) -> None:
+        with self._lock:
+            if not self._idle:
+                self._idle.append(client)
+                return
+        client.close()  # a late abandoned call: one idle client is enough
 
     def request(self, request: ModelRequest) -> ModelTurn | ModelError:
-        self._sdk()
-        return self._request(self._client, request)
+        self.prepare()
+        client = self._take()
+        try:
+            return self._request(client, request)
+        finally:
+            self._give_back(client)
 
     def _request(self, client: Any, request: ModelRequest) -> ModelTurn | ModelError:
         sdk = self._anthropic
@@ -146,6 +169,7 @@ class AnthropicClient:
                 messages=request.messages,
                 tools=request.tools,
                 max_tokens=request.max_tokens,
+                # Bounds each read; the whole call is bounded by the session's deadline.
                 timeout=request.timeout,
             )
             data = raw.json()
