@@ -41,6 +41,14 @@ COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 NO_SCRIPT_MESSAGE = "fake server: no scripted response left"
 # Auto-generated tool ids carry this prefix so the server can tell them from ids a test chose.
 AUTO_TOOL_ID_PREFIX = "toolu_fake_"
+# A reply good in every way: a trickle fault serves it unless given a body (so only its speed
+# is wrong), and tests build replies of the wrong shape from it.
+WELL_FORMED_MESSAGE: dict[str, Any] = {
+    "id": "msg_fake_trickled", "type": "message", "role": "assistant", "model": "claude-fake",
+    "content": [{"type": "text", "text": "fake server: trickled reply"}],
+    "stop_reason": "end_turn", "stop_sequence": None,
+    "usage": {"input_tokens": 1, "output_tokens": 1},
+}
 # The real API looks for earlier cache hits up to this many blocks before each breakpoint.
 CACHE_LOOKBACK_BLOCKS = 20
 
@@ -136,11 +144,18 @@ def fault(
     delay: float | None = None,
     drop: bool = False,
     malformed: bool = False,
+    body: Any = None,
+    trickle: float | None = None,
+    trickle_headers: bool = False,
 ) -> Item:
     """A failure to serve instead of a message.
 
     ``delay`` sleeps first (then answers as the rest of the fault says; a bare delay is a 500),
-    ``drop`` closes the socket without a response, ``malformed`` sends HTTP 200 with broken JSON.
+    ``drop`` closes the socket without a response, ``malformed`` sends HTTP 200 with broken JSON,
+    ``body`` sends HTTP 200 with that JSON value verbatim (a reply of the wrong shape).
+    ``trickle`` sends a well-formed 200 message (or ``body``) at that many bytes per second
+    after the headers; ``trickle=0`` sends the headers and then nothing. With
+    ``trickle_headers`` the status line and headers are trickled too (at least 1 byte/s).
     Otherwise it is an HTTP error (default 500) with the Anthropic error body; ``error_type``
     defaults from the status.
     """
@@ -153,6 +168,9 @@ def fault(
         "delay": delay,
         "drop": drop,
         "malformed": malformed,
+        "body": body,
+        "trickle": trickle,
+        "trickle_headers": trickle_headers,
     }
 
 
@@ -173,6 +191,10 @@ def check_item(item: Any) -> Item:
         status = item.get("status")
         if status is not None and not isinstance(status, int):
             raise ValueError("fault 'status' must be an int or null")
+        rate = item.get("trickle")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or rate < 0):
+            raise ValueError("fault 'trickle' must be a number of bytes per second (>= 0)")
     else:
         raise ValueError(f"script item 'kind' must be 'message' or 'fault', got {kind!r}")
     return item
@@ -322,6 +344,38 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             # The client gave up (e.g. its timeout fired during a delay fault).
             self.close_connection = True
+
+    def trickle(
+        self, payload: bytes, request_id: str, rate: float, with_headers: bool,
+        stopping: threading.Event,
+    ) -> None:
+        """A 200 reply whose body (and, with ``with_headers``, head) comes ``rate`` bytes a
+        second; ``rate`` 0 stalls after the head. Ends early when the server stops."""
+        self.close_connection = True  # the connection is spoilt for reuse either way
+        head = (
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            f"request-id: {request_id}\r\ncontent-length: {len(payload)}\r\n"
+            "connection: close\r\n\r\n"
+        ).encode()
+        try:
+            if with_headers:
+                self._dribble(head, max(rate, 1.0), stopping)
+            else:
+                self.wfile.write(head)
+                self.wfile.flush()
+            if rate == 0:
+                stopping.wait()
+                return
+            self._dribble(payload, rate, stopping)
+        except OSError:
+            pass  # the client gave up, as a client with a deadline should
+
+    def _dribble(self, data: bytes, rate: float, stopping: threading.Event) -> None:
+        for i in range(len(data)):
+            if stopping.wait(1 / rate):
+                return
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
 
     def drop(self) -> None:
         self.close_connection = True
@@ -549,6 +603,12 @@ class FakeMessagesAPI:
         if item.get("drop"):
             return h.drop()
         headers = {str(k): str(v) for k, v in (item.get("headers") or {}).items()}
+        if item.get("trickle") is not None:
+            reply = item["body"] if item.get("body") is not None else WELL_FORMED_MESSAGE
+            return h.trickle(json.dumps(reply).encode(), request_id, float(item["trickle"]),
+                             bool(item.get("trickle_headers")), self._stopping)
+        if item.get("body") is not None:
+            return h.send(200, json.dumps(item["body"]).encode(), request_id, headers=headers)
         if item.get("malformed"):
             payload = b'{"id": "msg_fake_broken", "type": "message", "content": [{"ty'
             return h.send(200, payload, request_id, headers=headers)

@@ -21,6 +21,7 @@ import pytest
 
 from tests.fake_api import (
     NO_SCRIPT_MESSAGE,
+    WELL_FORMED_MESSAGE,
     FakeMessagesAPI,
     check_item,
     estimate_input_tokens,
@@ -322,6 +323,53 @@ def test_malformed_body_raises_json_decode_error(api: FakeMessagesAPI) -> None:
     assert not isinstance(info.value, anthropic.AnthropicError)
     assert len(api.requests) == 1
     assert api.pending == 1
+
+
+def test_body_fault_is_served_verbatim(api: FakeMessagesAPI, client: anthropic.Anthropic) -> None:
+    # The SDK builds its models without validating them: a reply of the wrong shape comes
+    # through as whatever was sent, for the caller to check.
+    api.enqueue(fault(body={**WELL_FORMED_MESSAGE, "content": "not a list", "usage": None}))
+    raw = client.messages.with_raw_response.create(model=MODEL, max_tokens=64, messages=USER_HI)
+    assert raw.status_code == 200
+    assert raw.json() == {**WELL_FORMED_MESSAGE, "content": "not a list", "usage": None}
+
+
+def test_trickled_body_outlasts_the_sdk_timeout(api: FakeMessagesAPI) -> None:
+    # The SDK's timeout bounds each read, not the call: a byte every 20 ms never trips a
+    # 0.5 s timeout, and the whole reply arrives long after it.
+    api.enqueue(fault(trickle=50))
+    client = anthropic.Anthropic(api_key="k", base_url=api.url, max_retries=0, timeout=0.5)
+    started = time.monotonic()
+    message = create(client)
+    assert time.monotonic() - started >= len(json.dumps(WELL_FORMED_MESSAGE)) / 50
+    assert message.content[0].text == WELL_FORMED_MESSAGE["content"][0]["text"]
+
+
+def test_trickled_headers_outlast_the_sdk_timeout(api: FakeMessagesAPI) -> None:
+    api.enqueue(fault(trickle=100, trickle_headers=True))
+    client = anthropic.Anthropic(api_key="k", base_url=api.url, max_retries=0, timeout=0.5)
+    started = time.monotonic()
+    message = create(client)
+    assert time.monotonic() - started > 0.5
+    assert message.stop_reason == "end_turn"
+
+
+def test_trickle_zero_stalls_after_the_headers_and_stop_is_prompt() -> None:
+    api = FakeMessagesAPI().start()
+    try:
+        api.enqueue(fault(trickle=0))
+        client = anthropic.Anthropic(api_key="k", base_url=api.url, max_retries=0, timeout=0.5)
+        with pytest.raises(anthropic.APITimeoutError):
+            create(client)
+    finally:
+        started = time.monotonic()
+        api.stop()  # the handler is stalled after its headers; stop() must end it
+        assert time.monotonic() - started < 1.5
+
+
+def test_trickle_rate_is_checked() -> None:
+    with pytest.raises(ValueError, match="trickle"):
+        check_item(fault(trickle=-1))
 
 
 def test_empty_queue_is_a_loud_500(api: FakeMessagesAPI, client: anthropic.Anthropic) -> None:

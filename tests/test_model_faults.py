@@ -3,9 +3,11 @@ SDK against injected faults; and the errors that are not retried, explained plai
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
-from tests.fake_api import fault
+from tests.fake_api import WELL_FORMED_MESSAGE, fault
 from tests.session_helpers import ending, limits, trace
 
 FAULTS = {
@@ -87,3 +89,74 @@ def test_client_errors_are_not_retried_and_say_what_to_do(project, fake_api, sta
     assert f"HTTP {status}" in ran.stderr and advice in ran.stderr
     assert len(fake_api.message_requests) == 1
     assert project.runs()[0]["stop_reason"].startswith("model_api_error:")
+
+
+TRICKLES = {
+    "slow_body": fault(trickle=10),  # the reply at 10 bytes a second: ~30 s in all
+    "headers_then_stall": fault(trickle=0),
+    "slow_headers": fault(trickle=2, trickle_headers=True),
+}
+
+
+@pytest.mark.parametrize("name", list(TRICKLES))
+def test_a_trickling_server_cannot_hold_the_run_past_its_time(project, fake_api, name):
+    # Each read gets a byte in time, so only a wall-clock bound ends the call.
+    project.job("job", limits(max_seconds="6s", model_timeout="3s"))
+    fake_api.enqueue(*[TRICKLES[name]] * 6, *ending())
+    ran = project.run("run", "job", timeout=90)
+    assert ran.code == 3 and "ended LIMIT (max_seconds)" in ran.stderr, ran.stderr
+    [record] = project.runs()
+    assert (record["status"], record["stop_reason"]) == ("limit", "max_seconds")
+    took = (datetime.fromisoformat(record["ended_at"])
+            - datetime.fromisoformat(record["started_at"])).total_seconds()
+    assert took < 6 + 4, took
+    assert "free" in project.run("locks").stdout
+    events = trace(project, record["id"])
+    requests = [e for e in events if e["event"] == "model.request"]
+    errors = [e for e in events if e["event"] == "model.error"]
+    assert requests and [e["attempt"] for e in errors] == [e["attempt"] for e in requests]
+    assert {e["kind"] for e in errors} == {"timeout"}
+    assert not any(e["event"] == "model.response" for e in events)
+
+
+def _reply(**changes):
+    """The well-formed reply with fields replaced (or removed, given `...`)."""
+    body = {**WELL_FORMED_MESSAGE, **changes}
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+SHAPES = {
+    "content_not_a_list": (_reply(content="hello"), "content: expected a list"),
+    "block_without_type": (_reply(content=[{"text": "hi"}]), "content.0.type: missing"),
+    "usage_null": (_reply(usage=None), "usage: expected an object"),
+    "no_stop_reason": (_reply(stop_reason=...), "stop_reason: expected a string"),
+    "tool_use_without_input": (_reply(content=[{"type": "tool_use", "id": "toolu_1",
+                                                "name": "finish"}]),
+                               "content.0.input: expected an object"),
+    "not_an_object": ([WELL_FORMED_MESSAGE], "expected a JSON object"),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_a_reply_of_the_wrong_shape_is_retried(project, fake_api, name):
+    body, problem = SHAPES[name]
+    project.job("job", limits(max_model_retries=2))
+    fake_api.enqueue(fault(body=body), *ending())
+    ran = project.run("run", "job")
+    assert ran.code == 0, ran.stderr
+    [record] = project.runs()
+    assert record["status"] == "completed" and record["steps"] == 2
+    [error] = [e for e in trace(project, record["id"]) if e["event"] == "model.error"]
+    assert error["kind"] == "malformed" and error["retryable"] is True
+    assert problem in error["message"]
+
+
+def test_replies_of_the_wrong_shape_every_time_abort_the_run(project, fake_api):
+    project.job("job", limits(max_model_retries=2))
+    fake_api.enqueue(*[fault(body=_reply(usage=None))] * 3, *ending())
+    ran = project.run("run", "job")
+    assert ran.code == 1
+    assert "ended ABORTED (model_api_error:malformed)" in ran.stderr, ran.stderr
+    assert "usage: expected an object" in ran.stderr and "gave up after 3 attempts" in ran.stderr
+    assert len(fake_api.message_requests) == 3
+    assert project.runs()[0]["stop_reason"] == "model_api_error:malformed"

@@ -45,10 +45,12 @@ def run(
                                or outcome.exit_code != 0):
             print(outcome.report, file=sys.stderr)
         code = outcome.exit_code
+    from jobrunner.models import abandoned_calls
     from jobrunner.tools.dispatch import orphaned_tools
 
-    if orphaned_tools():
-        # A timed-out tool thread must not keep the process (and cron) waiting.
+    if orphaned_tools() or abandoned_calls():
+        # A timed-out tool thread or an abandoned model call (its connection still open)
+        # must not keep the process (and cron) waiting.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

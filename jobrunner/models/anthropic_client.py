@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from jobrunner.models import ModelError, ModelRequest, ModelTurn
@@ -47,34 +48,131 @@ def _retry_after(headers: Any) -> float | None:
     return None
 
 
+def _count(usage: dict[str, Any], key: str, required: bool) -> int | str:
+    """A token count from `usage`, or the problem with it."""
+    value = usage.get(key)
+    if value is None and not required:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"usage.{key}: expected a non-negative integer, got {value!r}"
+    return value
+
+
+def _block_problem(index: int, block: Any) -> str | None:
+    if not isinstance(block, dict):
+        return f"content.{index}: expected an object, got {type(block).__name__}"
+    kind = block.get("type")
+    if not isinstance(kind, str) or not kind:
+        return f"content.{index}.type: missing"
+    if kind == "text" and not isinstance(block.get("text"), str):
+        return f"content.{index}.text: expected a string"
+    if kind == "tool_use":
+        for key in ("id", "name"):
+            if not isinstance(block.get(key), str) or not block[key]:
+                return f"content.{index}.{key}: expected a non-empty string"
+        if not isinstance(block.get("input"), dict):
+            return f"content.{index}.input: expected an object"
+    return None
+
+
+def turn_from_reply(data: Any, request_id: str | None) -> ModelTurn | ModelError:
+    """A 200 reply's JSON as a turn, or a retryable `malformed` error naming what is wrong:
+    a reply the session cannot use is the server's fault, like a 5xx, not ours."""
+    def malformed(problem: str) -> ModelError:
+        return ModelError("malformed", f"malformed response: {problem}", retryable=True,
+                          request_id=request_id)
+
+    if not isinstance(data, dict):
+        return malformed(f"expected a JSON object, got {type(data).__name__}")
+    content = data.get("content")
+    if not isinstance(content, list):
+        return malformed(f"content: expected a list, got {type(content).__name__}")
+    for index, block in enumerate(content):
+        if problem := _block_problem(index, block):
+            return malformed(problem)
+    stop_reason = data.get("stop_reason")
+    if not isinstance(stop_reason, str) or not stop_reason:
+        return malformed(f"stop_reason: expected a string, got {stop_reason!r}")
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return malformed(f"usage: expected an object, got {type(usage).__name__}")
+    counts: dict[str, int] = {}
+    for key, required in (("input_tokens", True), ("output_tokens", True),
+                          ("cache_creation_input_tokens", False),
+                          ("cache_read_input_tokens", False)):
+        value = _count(usage, key, required)
+        if isinstance(value, str):
+            return malformed(value)
+        counts[key] = value
+    model = data.get("model")
+    return ModelTurn(
+        # Null fields (e.g. `citations`) are left out, as the API accepts them back.
+        content=[{k: v for k, v in block.items() if v is not None} for block in content],
+        stop_reason=stop_reason,
+        usage=Usage(**counts),
+        request_id=request_id,
+        model=model if isinstance(model, str) else "",
+    )
+
+
 class AnthropicClient:
-    """Calls `messages.create` with the SDK's own retries off (`max_retries=0`)."""
+    """Calls `messages.create` with the SDK's own retries off (`max_retries=0`).
+
+    Each call takes an SDK client (its own connection pool) and gives it back when it ends.
+    A call abandoned by the session on a stuck connection keeps its client until its thread
+    ends, so the retry takes a fresh one and never waits on, or reuses, that connection.
+    """
 
     def __init__(self) -> None:
         self._anthropic: Any = None
-        self._client: Any = None
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
 
-    def _sdk(self) -> Any:
-        # ~1 s to import: paid on the first model call, not when the run is set up (a run
-        # must be on record as soon as it holds its lock).
+    def prepare(self) -> None:
+        """Import the SDK (about 1.5 s): paid on the first model call, not when the run is
+        set up (a run must be on record as soon as it holds its lock), and outside any
+        call's time bound."""
         if self._anthropic is None:
             import anthropic
 
             self._anthropic = anthropic
-            self._client = anthropic.Anthropic(max_retries=0)
-        return self._anthropic
+
+    def _take(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._anthropic.Anthropic(max_retries=0)
+
+    def _give_back(self, client: Any) -> None:
+        with self._lock:
+            if not self._idle:
+                self._idle.append(client)
+                return
+        client.close()  # a late abandoned call: one idle client is enough
 
     def request(self, request: ModelRequest) -> ModelTurn | ModelError:
-        sdk = self._sdk()
+        self.prepare()
+        client = self._take()
         try:
-            message = self._client.messages.create(
+            return self._request(client, request)
+        finally:
+            self._give_back(client)
+
+    def _request(self, client: Any, request: ModelRequest) -> ModelTurn | ModelError:
+        sdk = self._anthropic
+        try:
+            # The raw reply, so its shape is checked here rather than trusted: the SDK builds
+            # its models without validation and would hand on whatever came.
+            raw = client.messages.with_raw_response.create(
                 model=request.model,
                 system=request.system,
                 messages=request.messages,
                 tools=request.tools,
                 max_tokens=request.max_tokens,
+                # Bounds each read; the whole call is bounded by the session's deadline.
                 timeout=request.timeout,
             )
+            data = raw.json()
         except TypeError as exc:
             if "authentication" in str(exc).lower():
                 return ModelError("auth", _NO_KEY, retryable=False, advice=_NO_KEY)
@@ -100,23 +198,9 @@ class AnthropicClient:
                 request_id=exc.request_id,
                 advice=_ADVICE.get(status, ""),
             )
-        except sdk.APIResponseValidationError as exc:
-            return ModelError("malformed", f"malformed response: {exc}", retryable=True)
         except sdk.APIError as exc:
-            # A body that is not JSON surfaces as a plain APIError in the SDK.
             return ModelError("malformed", f"unusable response: {exc}", retryable=True)
-        except ValueError as exc:
-            return ModelError("malformed", f"unusable response: {exc}", retryable=True)
-        usage = message.usage
-        return ModelTurn(
-            content=[block.model_dump(exclude_none=True) for block in message.content],
-            stop_reason=message.stop_reason or "end_turn",
-            usage=Usage(
-                input_tokens=usage.input_tokens or 0,
-                output_tokens=usage.output_tokens or 0,
-                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-            ),
-            request_id=getattr(message, "_request_id", None),
-            model=message.model,
-        )
+        except ValueError as exc:  # a body that is not JSON
+            return ModelError("malformed", f"malformed response: not JSON ({exc})",
+                              retryable=True)
+        return turn_from_reply(data, raw.request_id)

@@ -63,6 +63,9 @@ class ReplayClient:
         self.script = load_script(path)
         self.position = 0
 
+    def prepare(self) -> None:
+        """Nothing to load: the script was read when the client was made."""
+
     def request(self, request: ModelRequest) -> ModelTurn | ModelError:
         if self.position >= len(self.script.turns):
             return ModelError(

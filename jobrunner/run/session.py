@@ -27,7 +27,13 @@ from jobrunner.memory.format import (
     effective_budget,
     fixed_tokens,
 )
-from jobrunner.models import ModelClient, ModelError, ModelRequest, ModelTurn
+from jobrunner.models import (
+    ModelClient,
+    ModelError,
+    ModelRequest,
+    ModelTurn,
+    request_within,
+)
 from jobrunner.models.pricing import Price, Usage, cost_usd
 from jobrunner.redact import Redactor
 from jobrunner.run import guards
@@ -280,6 +286,7 @@ class Session:
         """One model call with jobrunner's own retry policy, every attempt traced."""
         limits = self.job.limits
         messages = _mark_cache_point(self.messages)
+        self.client.prepare()
         attempt = 0
         while True:
             attempt += 1
@@ -293,11 +300,13 @@ class Session:
                 estimated_input_tokens=self.state.last_estimate,
             )
             started = time.monotonic()
-            result = self.client.request(
+            # Bounded by wall-clock time, not per read: see request_within.
+            result = request_within(
+                self.client,
                 ModelRequest(
                     model=self.job.spec.model, system=system, messages=messages,
                     tools=tool_defs, max_tokens=max_tokens, timeout=timeout,
-                )
+                ),
             )
             duration = round(time.monotonic() - started, 3)
             if isinstance(result, ModelTurn):
