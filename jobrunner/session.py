@@ -190,7 +190,9 @@ class Session:
         spec = self.job.spec
         budget = spec.memory.budget_tokens
         rules = RULES.format(nonce=self.nonce, budget=budget, budget_chars=budget * 4)
-        memory_text = self.memory.render().strip() or "(empty: this is the first session)"
+        # The memory sits outside any fence: no secret may be in it, whoever wrote the file.
+        memory_text = self.redactor.text(self.memory.render().strip()) \
+            or "(empty: this is the first session)"
         job_text = (
             f"Job: {self.job.name}\n"
             + (f"Description: {spec.description}\n" if spec.description else "")
@@ -220,7 +222,9 @@ class Session:
     # -- external data ----------------------------------------------------------------------
 
     def wrap_output(self, data: Any) -> str:
-        """Tool output as bounded, fenced, neutralised external data."""
+        """Tool output as bounded, fenced, neutralised external data, redacted before it
+        is encoded (and the text again: `default=str` turns objects into text) and cut."""
+        data = self.redactor.data(data)
         text = data if isinstance(data, str) else json.dumps(data, default=str, indent=1)
         text = self.redactor.text(text)
         limit = self.job.limits.max_tool_result_chars
@@ -404,7 +408,9 @@ class Session:
             return stop
         if state.finish is not None:
             return self._end(state.finish.status, "finish", state.finish.summary)
-        content: list[dict[str, Any]] = list(results)
+        # Everything jobrunner tells the model passes the redactor: tool output, errors,
+        # refusals (a tool's error text may quote a secret).
+        content: list[dict[str, Any]] = self.redactor.data(results)
         if repeated:
             content.append({"type": "text", "text": (
                 "Your last two turns were identical. Make progress or call `finish`."

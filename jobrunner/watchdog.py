@@ -34,7 +34,7 @@ def check(project: Any, now: datetime | None = None) -> list[Finding]:
     from jobrunner.jobfile import load_all
 
     now = now or utcnow()
-    store = Store.open(project.state_dir)
+    store = project.store()
     jobs, problems = load_all(project)
     findings = [Finding("invalid", None, p) for p in problems]
     for job in jobs:

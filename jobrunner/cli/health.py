@@ -54,7 +54,6 @@ def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
     from jobrunner.jobfile import load_job
     from jobrunner.lock import Busy, RunLock
     from jobrunner.runner import locks_dir
-    from jobrunner.store import Store
 
     proj = project(ctx)
     job = load_job(proj, name)
@@ -70,7 +69,7 @@ def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
     try:
         previous = got.previous or {}
         if got.left_behind:
-            recovery.handle_left_behind(proj, Store.open(proj.state_dir), lock,
+            recovery.handle_left_behind(proj, proj.store(), lock,
                                         got.left_behind, job)
         if previous.get("state") in ("held", "crashed"):
             typer.echo(f"{name}: cleared the lock left by crashed run {previous.get('run_id')}")
@@ -85,11 +84,10 @@ def resume(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
     """Lift the pause put on a job after repeated failures."""
     from jobrunner.jobfile import load_job
     from jobrunner.pause import resume as lift
-    from jobrunner.store import Store
 
     proj = project(ctx)
     job = load_job(proj, name)
-    if lift(Store.open(proj.state_dir), job.name):
+    if lift(proj.store(), job.name):
         typer.echo(f"{job.name}: resumed; its next run will start")
     else:
         typer.echo(f"{job.name}: was not paused")

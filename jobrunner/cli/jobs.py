@@ -79,11 +79,10 @@ def list_jobs(
 ) -> None:
     """Jobs with schedule, next run, last status, paused or not."""
     from jobrunner.jobfile import load_all
-    from jobrunner.store import Store
 
     proj = project(ctx)
     jobs, problems = load_all(proj)
-    store = Store.open(proj.state_dir)
+    store = proj.store()
     now = datetime.now(UTC)
     records = []
     for job in jobs:

@@ -143,7 +143,7 @@ def edit(
         if edited == current:
             typer.echo(f"no changes to {path}")
         else:
-            save(path, edited, current, "edit", keep=history_keep(proj, agent))
+            save(path, edited, current, "edit", proj.redactor(), keep=history_keep(proj, agent))
             typer.echo(f"saved {path}" + ("; the previous version is in history/"
                                           if current else ""))
         shutil.rmtree(folder, ignore_errors=True)
@@ -224,7 +224,8 @@ def restore(
         except MemoryFileError as exc:
             raise ConfigError(f"{exc}\nnothing was restored") from exc
         current = _read(path)
-        if not save(path, content, current, "restore", keep=history_keep(proj, agent)):
+        if not save(path, content, current, "restore", proj.redactor(),
+                    keep=history_keep(proj, agent)):
             typer.echo(f"{path} already is version {found.name}")
             return
         typer.echo(f"restored {found.name} as {path}; the replaced version is in history/")
