@@ -113,6 +113,11 @@ def run_job(
 
     job = load_job(project, name)
     project.load_env()
+    # A memory that is a symlink is refused like a bad job file: before anything is
+    # recorded or any model is called.
+    from jobrunner.memory import refuse_symlinks
+
+    refuse_symlinks(project.memory_dir, job.agent)
     store = project.store()
     run_id = new_run_id(now)
     paused = pause.is_paused(store, job.name)

@@ -53,6 +53,7 @@ def add(
     except ScheduleError as exc:
         raise ConfigError(f"--schedule: {exc}") from exc
     job_path = proj.job_path(name)
+    memory.refuse_symlinks(proj.memory_dir, name)
     memory_file = memory.memory_path(proj.memory_dir, name)
     existing = [str(p) for p in (job_path, memory_file) if p.exists()]
     if existing:

@@ -27,11 +27,12 @@ def _agent(proj: Any, agent: str) -> tuple[Path, int]:
     """The agent's MEMORY.md and its budget: the smallest `memory.budget_tokens` of the
     jobs that name it (so the file fits every one of them)."""
     from jobrunner.jobfile import load_all
-    from jobrunner.memory import memory_path
+    from jobrunner.memory import memory_path, refuse_symlinks
     from jobrunner.project import JOB_NAME
 
     if not JOB_NAME.match(agent):
         raise ConfigError(f"{agent!r}: agent names match [a-z0-9][a-z0-9_-]{{0,63}}")
+    refuse_symlinks(proj.memory_dir, agent)  # never show, edit or restore through a link
     jobs, _problems = load_all(proj)
     budgets = [j.spec.memory.budget_tokens for j in jobs if j.agent == agent]
     path = memory_path(proj.memory_dir, agent)
