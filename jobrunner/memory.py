@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobrunner.errors import ConfigError, JobrunnerError
+from jobrunner.markers import neutralise_markers
 
 SECTIONS: dict[str, str] = {
     "current_objective": "Current objective",
@@ -295,9 +296,10 @@ def effective_budget(memory: Memory, budget: int) -> int:
 def failure_line(day: str, run_id: str, what: str, step: int | None, detail: str,
                  not_done: list[str]) -> str:
     """jobrunner's own failure-log entry: dated, what failed, at which step, what was not
-    done. One line, bounded."""
+    done. One line, bounded. The detail often quotes a tool's error, which is external
+    data: its markers are made inert, as the memory sits outside any fence."""
     at = f" at step {step}" if step else ""
-    line = f"{day} run {run_id} {what}{at}: {' '.join(detail.split())}"
+    line = f"{day} run {run_id} {what}{at}: {neutralise_markers(' '.join(detail.split()))}"
     if not_done:
         line += f"; not done: {', '.join(not_done)}"
     if len(line) > FAILURE_LINE_MAX:
