@@ -2,22 +2,29 @@
 
 Other modules (ledger, approvals, alerts, pauses) add their tables through MIGRATIONS
 here, append-only: a migration, once released, is never edited.
+
+Every write goes through `Store.transaction()`, whose connection passes each text value
+it binds through the store's Redactor (the project's): no row of any table (runs, ledger,
+approvals, alerts, the outbox, pauses) can hold a secret, whoever wrote the statement.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from jobrunner.errors import StateError
+from jobrunner.redact import Redactor
 
 # (pid, thread, database) -> its open connection; see Store.connect.
 _CONNECTIONS: dict[tuple[int, int, str], sqlite3.Connection] = {}
@@ -184,17 +191,76 @@ def parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+# Columns that name things rather than say them: ids, keys, job, tool and channel names,
+# statuses. They are looked up by their exact value (`WHERE key = ?`, also outside a
+# transaction), so they are bound as given: a key template with literal text such as
+# `token:{date}` must not turn two days' keys into one masked key. None of them holds
+# text from a tool or the model. Every other bound text value is redacted.
+IDENTIFIERS = frozenset({
+    "id", "key", "ledger_key", "run_id", "approval_id", "alert_id", "job", "agent", "tool",
+    "channel", "event", "cause", "status", "trigger", "name",
+})
+_INSERT = re.compile(r"^\s*INSERT\s+INTO\s+\w+\s*\(([^)]*)\)\s*VALUES\s*\(([^)]*)\)",
+                     re.IGNORECASE)
+_COMPARED = re.compile(r"(\w+)\s*(?:=|<=|>=|<|>|\bIS\b|\bLIKE\b)\s*$", re.IGNORECASE)
+
+
+@lru_cache(maxsize=256)
+def param_columns(sql: str) -> tuple[str | None, ...]:
+    """The column each `?` of a statement binds, where the statement says it (an INSERT's
+    column list, `col = ?`, `col IS ?`...); None where it does not (redacted)."""
+    columns: list[str | None] = []
+    rest = sql
+    match = _INSERT.match(sql)
+    if match:
+        names = [c.strip().lower() for c in match.group(1).split(",")]
+        values = [v.strip() for v in match.group(2).split(",")]
+        columns += [n if v == "?" else None for n, v in zip(names, values, strict=False)
+                    if v == "?"]
+        rest = sql[match.end():]
+    for found in re.finditer(r"\?", rest):
+        compared = _COMPARED.search(rest[: found.start()])
+        columns.append(compared.group(1).lower() if compared else None)
+    return tuple(columns)
+
+
+class RedactingConnection:
+    """A write transaction's connection: each text value bound to a statement is passed
+    through the redactor first, unless it fills an identifier column (IDENTIFIERS)."""
+
+    def __init__(self, conn: sqlite3.Connection, redactor: Redactor) -> None:
+        self._conn = conn
+        self._redactor = redactor
+
+    def _clean(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...]:
+        if isinstance(params, dict):
+            raise TypeError("bind parameters by position: named ones bypass redaction")
+        columns = param_columns(sql)
+        return tuple(
+            self._redactor.text(value) if isinstance(value, str) and (
+                index >= len(columns) or columns[index] not in IDENTIFIERS) else value
+            for index, value in enumerate(params))
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._conn.execute(sql, self._clean(sql, params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self._conn.executemany(sql, [self._clean(sql, row) for row in rows])
+
+
 @dataclass
 class Store:
-    """The state database of one project."""
+    """The state database of one project; `redactor` guards every write."""
 
     path: Path
+    redactor: Redactor
 
     @classmethod
-    def open(cls, state_dir: Path) -> Store:
+    def open(cls, state_dir: Path, redactor: Redactor) -> Store:
         """The project's store, migrated (once per process: each check is a write
-        transaction, and a run or the daemon opens the store many times)."""
-        store = cls(state_dir / "jobrunner.sqlite3")
+        transaction, and a run or the daemon opens the store many times). Open it
+        through `Project.store()`, which passes the project's Redactor."""
+        store = cls(state_dir / "jobrunner.sqlite3", redactor)
         if (os.getpid(), str(store.path)) not in _MIGRATED:
             store.migrate()
             _MIGRATED.add((os.getpid(), str(store.path)))
@@ -233,12 +299,13 @@ class Store:
             conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction (BEGIN IMMEDIATE: writers queue, never deadlock)."""
+    def transaction(self) -> Iterator[RedactingConnection]:
+        """One short write transaction (BEGIN IMMEDIATE: writers queue, never deadlock),
+        every text value it binds redacted."""
         with self.connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
+                yield RedactingConnection(conn, self.redactor)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

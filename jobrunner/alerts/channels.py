@@ -82,7 +82,8 @@ def _command(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
     except subprocess.TimeoutExpired:
         return f"command did not finish within {channel.timeout:g}s"
     if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [""])[-1][:200]
+        # Redacted before it is cut short: a cut secret would escape the mask.
+        last = project.redactor().text((proc.stderr.strip().splitlines() or [""])[-1])[:200]
         return f"command exited {proc.returncode}" + (f": {last}" if last else "")
     return None
 

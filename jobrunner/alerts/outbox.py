@@ -29,7 +29,6 @@ from typing import Any
 from pydantic import BaseModel
 
 from jobrunner.errors import JobrunnerError
-from jobrunner.redact import Redactor
 from jobrunner.store import Store, iso, utcnow
 
 # Channels that failed during this process: not retried again by it (bounded slowness).
@@ -132,7 +131,6 @@ def emit(
     run_id: str | None,
     message: str,
     details: dict[str, Any] | None = None,
-    redactor: Redactor | None = None,
     *,
     cause: str | None = None,
     once: bool = False,
@@ -142,15 +140,16 @@ def emit(
 
     `cause` tells repeats apart (default: the run id); a repeat inside the cooldown (or
     ever, with `once`) is counted and not sent. Never raises for a delivery problem.
+    Message and details pass the project's Redactor before they are encoded; the outbox
+    row (the store) and the alert log line pass it again as text.
     """
-    alert, _ = _raise(project, event, job, run_id, message, details, redactor, cause, once,
-                      job_events)
+    alert, _ = _raise(project, event, job, run_id, message, details, cause, once, job_events)
     return alert
 
 
-def _raise(project, event, job, run_id, message, details, redactor, cause, once, job_events,
+def _raise(project, event, job, run_id, message, details, cause, once, job_events,
            channels: list[Any] | None = None) -> tuple[Alert, int | None]:
-    redactor = redactor or Redactor(project.secret_values())
+    redactor = project.redactor()
     alert = Alert(
         event=event, job=job, run_id=run_id, message=redactor.text(message),
         at=iso(utcnow()) or "", details=redactor.data(details or {}),
@@ -161,7 +160,7 @@ def _raise(project, event, job, run_id, message, details, redactor, cause, once,
     body = json.dumps(alert.model_dump())
     alert_id: int | None = None
     try:
-        store = Store.open(project.state_dir)
+        store = project.store()
         alert_id = _record(store, alert, cause, once, alert_settings(project).cooldown,
                            body, [channel_key(c) for c in channels])
     except (sqlite3.Error, JobrunnerError) as exc:
@@ -173,7 +172,7 @@ def _raise(project, event, job, run_id, message, details, redactor, cause, once,
         return alert, None  # a repeat inside the cooldown
     try:
         with open(alert_log_path(project.state_dir), "a", encoding="utf-8") as handle:
-            handle.write(body + "\n")
+            handle.write(redactor.text(body) + "\n")
     except OSError as exc:
         # A full or read-only disk must not break the run that is alerting; the outbox
         # (if it could be written) and the channels still carry the alert.
@@ -247,7 +246,7 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None,
 
     counts = {"delivered": 0, "failed": 0, "abandoned": 0, "backing_off": 0}
     try:
-        store = Store.open(project.state_dir)
+        store = project.store()
         channels = {channel_key(c): c for c in alert_settings(project).channels}
         resting = set() if force or alert_ids is not None else _backing_off(store)
         stale_claim = iso(utcnow() - _CLAIM_TIMEOUT)
@@ -260,7 +259,6 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None,
             params += alert_ids
         with store.connect() as conn:
             rows = [dict(r) for r in conn.execute(query + " ORDER BY d.alert_id", params)]
-        redactor = Redactor(project.secret_values())
         for row in rows:
             key = row["channel"]
             channel = channels.get(key)
@@ -280,10 +278,10 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None,
                 counts["delivered"] += 1
             else:
                 _BROKEN.add(key)
-                _set_status(store, {**row, "status": "sending"}, "pending",
-                            redactor.text(error)[:500])
-                _channel_failed(store, key, redactor.text(error)[:500],
-                                alert_settings(project))
+                # Redacted before it is cut short (the store would mask only whole secrets).
+                error = store.redactor.text(error)[:500]
+                _set_status(store, {**row, "status": "sending"}, "pending", error)
+                _channel_failed(store, key, error, alert_settings(project))
                 counts["failed"] += 1
     except (sqlite3.Error, JobrunnerError):
         # The outbox keeps what it has; the next invocation tries again.
@@ -346,14 +344,14 @@ def send_test(project: Any) -> list[dict[str, Any]]:
     channels = list(alert_settings(project).channels)
     _, alert_id = _raise(
         project, "alert.test", None, None, "jobrunner test alert: this channel works",
-        {"channels": [channel_label(c) for c in channels]}, None,
+        {"channels": [channel_label(c) for c in channels]},
         "test-" + secrets.token_hex(4), False, None, channels=channels,
     )
     results = [{"channel": "log " + str(alert_log_path(project.state_dir)), "ok": True,
                 "error": None}]
     statuses = {}
     if alert_id and alert_id > 0:
-        with Store.open(project.state_dir).connect() as conn:
+        with project.store().connect() as conn:
             statuses = {r["channel"]: dict(r) for r in conn.execute(
                 "SELECT * FROM alert_deliveries WHERE alert_id = ?", (alert_id,))}
     for channel in channels:
@@ -366,7 +364,7 @@ def send_test(project: Any) -> list[dict[str, Any]]:
 
 def recent(project: Any, limit: int = 20) -> list[dict[str, Any]]:
     """The newest alerts with each channel's delivery state, newest first."""
-    store = Store.open(project.state_dir)
+    store = project.store()
     labels = {channel_key(c): channel_label(c) for c in alert_settings(project).channels}
     with store.connect() as conn:
         rows = [dict(r) for r in conn.execute(
@@ -393,7 +391,7 @@ def recent(project: Any, limit: int = 20) -> list[dict[str, Any]]:
 
 def undelivered(project: Any) -> int:
     """How many deliveries are still waiting in the outbox."""
-    with Store.open(project.state_dir).connect() as conn:
+    with project.store().connect() as conn:
         row = conn.execute("SELECT COUNT(*) FROM alert_deliveries "
                            "WHERE status IN ('pending', 'sending')").fetchone()
     return int(row[0])

@@ -10,15 +10,13 @@ from jobrunner.cli.app import app, print_json, project, table
 
 
 def _store(ctx: typer.Context):
-    from jobrunner.store import Store
 
-    return Store.open(project(ctx).state_dir)
+    return project(ctx).store()
 
 
 def _redactor(ctx: typer.Context):
-    from jobrunner.redact import Redactor
-
-    return Redactor(project(ctx).secret_values())
+    """Display-time masking as well, for rows written before a secret was configured."""
+    return project(ctx).redactor()
 
 
 def _short(value: object, width: int = 60) -> str:
@@ -88,8 +86,8 @@ def reject(
 ) -> None:
     """Refuse a queued call; it is never executed."""
     from jobrunner.effects import approvals as queue
-    done = queue.reject(_store(ctx), approval_id, queue.os_user(), reason,
-                        redactor=_redactor(ctx))
+
+    done = queue.reject(_store(ctx), approval_id, queue.os_user(), reason)
     typer.echo(f"rejected {done.id} ({done.tool} for {done.job}) by {done.decided_by}")
 
 

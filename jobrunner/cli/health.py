@@ -55,7 +55,6 @@ def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
     from jobrunner.locks.file import Busy, RunLock
     from jobrunner.run import recovery
     from jobrunner.run.runner import locks_dir
-    from jobrunner.store import Store
 
     proj = project(ctx)
     job = load_job(proj, name)
@@ -71,7 +70,7 @@ def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
     try:
         previous = got.previous or {}
         if got.left_behind:
-            recovery.handle_left_behind(proj, Store.open(proj.state_dir), lock,
+            recovery.handle_left_behind(proj, proj.store(), lock,
                                         got.left_behind, job)
         if previous.get("state") in ("held", "crashed"):
             typer.echo(f"{name}: cleared the lock left by crashed run {previous.get('run_id')}")
@@ -86,11 +85,10 @@ def resume(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
     """Lift the pause put on a job after repeated failures."""
     from jobrunner.config.jobs import load_job
     from jobrunner.run.pause import resume as lift
-    from jobrunner.store import Store
 
     proj = project(ctx)
     job = load_job(proj, name)
-    if lift(Store.open(proj.state_dir), job.name):
+    if lift(proj.store(), job.name):
         typer.echo(f"{job.name}: resumed; its next run will start")
     else:
         typer.echo(f"{job.name}: was not paused")

@@ -53,6 +53,7 @@ def add(
     except ScheduleError as exc:
         raise ConfigError(f"--schedule: {exc}") from exc
     job_path = proj.job_path(name)
+    memory.refuse_symlinks(proj.memory_dir, name)
     memory_file = memory.memory_path(proj.memory_dir, name)
     existing = [str(p) for p in (job_path, memory_file) if p.exists()]
     if existing:
@@ -79,11 +80,10 @@ def list_jobs(
 ) -> None:
     """Jobs with schedule, next run, last status, paused or not."""
     from jobrunner.config.jobs import load_all
-    from jobrunner.store import Store
 
     proj = project(ctx)
     jobs, problems = load_all(proj)
-    store = Store.open(proj.state_dir)
+    store = proj.store()
     now = datetime.now(UTC)
     records = []
     for job in jobs:

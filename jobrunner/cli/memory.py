@@ -28,10 +28,11 @@ def _agent(proj: Any, agent: str) -> tuple[Path, int]:
     jobs that name it (so the file fits every one of them)."""
     from jobrunner.config.jobs import load_all
     from jobrunner.config.validation import JOB_NAME
-    from jobrunner.memory.format import memory_path
+    from jobrunner.memory.format import memory_path, refuse_symlinks
 
     if not JOB_NAME.match(agent):
         raise ConfigError(f"{agent!r}: agent names match [a-z0-9][a-z0-9_-]{{0,63}}")
+    refuse_symlinks(proj.memory_dir, agent)  # never show, edit or restore through a link
     jobs, _problems = load_all(proj)
     budgets = [j.spec.memory.budget_tokens for j in jobs if j.agent == agent]
     path = memory_path(proj.memory_dir, agent)
@@ -143,7 +144,7 @@ def edit(
         if edited == current:
             typer.echo(f"no changes to {path}")
         else:
-            save(path, edited, current, "edit", keep=history_keep(proj, agent))
+            save(path, edited, current, "edit", proj.redactor(), keep=history_keep(proj, agent))
             typer.echo(f"saved {path}" + ("; the previous version is in history/"
                                           if current else ""))
         shutil.rmtree(folder, ignore_errors=True)
@@ -224,7 +225,8 @@ def restore(
         except MemoryFileError as exc:
             raise ConfigError(f"{exc}\nnothing was restored") from exc
         current = _read(path)
-        if not save(path, content, current, "restore", keep=history_keep(proj, agent)):
+        if not save(path, content, current, "restore", proj.redactor(),
+                    keep=history_keep(proj, agent)):
             typer.echo(f"{path} already is version {found.name}")
             return
         typer.echo(f"restored {found.name} as {path}; the replaced version is in history/")

@@ -47,10 +47,9 @@ def replay(
     """
     from jobrunner.models.replay import ReplayScript
     from jobrunner.state.traces import read_trace, trace_path
-    from jobrunner.store import Store
 
     proj = project(ctx)
-    row = Store.open(proj.state_dir).get_run(run_id)
+    row = proj.store().get_run(run_id)
     if row is None:
         raise NotFoundError(f"no run {run_id!r} (see `jobrunner runs`)")
     script = script_from_trace(row, read_trace(trace_path(proj.state_dir, row["id"])))

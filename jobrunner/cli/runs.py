@@ -85,9 +85,9 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Run history, newest first."""
-    from jobrunner.store import Store, run_as_json
+    from jobrunner.store import run_as_json
 
-    store = Store.open(project(ctx).state_dir)
+    store = project(ctx).store()
     rows = store.list_runs(name, limit)
     if as_json:
         print_json([run_as_json(r) for r in rows])
@@ -159,10 +159,10 @@ def show(
 ) -> None:
     """One run's record and its trace, step by step."""
     from jobrunner.state.traces import read_trace, trace_path
-    from jobrunner.store import Store, run_as_json
+    from jobrunner.store import run_as_json
 
     proj = project(ctx)
-    row = Store.open(proj.state_dir).get_run(run_id)
+    row = proj.store().get_run(run_id)
     if row is None:
         raise NotFoundError(f"no run {run_id!r} (see `jobrunner runs`)")
     events = read_trace(trace_path(proj.state_dir, row["id"]))

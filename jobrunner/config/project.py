@@ -10,9 +10,13 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jobrunner.redact import Redactor
+    from jobrunner.store import Store
 
 SETTINGS_FILE = "jobrunner.toml"
 
@@ -138,7 +142,8 @@ class Project:
     on first use, and nothing heavier than tomllib is imported here."""
 
     root: Path
-    _env_secrets: dict[str, str] = field(default_factory=dict)
+    _env_cache: tuple[tuple[int, ...], dict[str, str]] | None = field(default=None, repr=False)
+    _redactor: tuple[tuple[str, ...], Redactor] | None = field(default=None, repr=False)
 
     @classmethod
     def discover(cls, home: str | os.PathLike[str] | None = None) -> Project:
@@ -202,27 +207,64 @@ class Project:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         return path
 
-    def load_env(self) -> None:
-        """Load `env_file` into the environment (existing variables win) and remember its
-        values as secrets to redact."""
+    @property
+    def env_file(self) -> Path | None:
+        """The `env_file` named in jobrunner.toml (relative to the project), if any."""
         raw, _ = self.raw_settings
         env_file = raw.get("env_file")
-        if not env_file:
-            return
+        if not env_file or not isinstance(env_file, str):
+            return None
         path = Path(env_file).expanduser()
-        path = path if path.is_absolute() else self.root / path
-        values = load_env_file(path)
-        self._env_secrets.update(values)
-        for key, value in values.items():
+        return path if path.is_absolute() else self.root / path
+
+    def env_values(self) -> dict[str, str]:
+        """The env_file's values (read again when the file changes; refused like
+        `load_env` refuses it: a secret file others can read is an error, not a hint)."""
+        path = self.env_file
+        if path is None:
+            return {}
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise ConfigError(f"{path}:1: env_file: cannot read: {exc.strerror}") from exc
+        key = (info.st_ino, info.st_mtime_ns, info.st_size, info.st_mode)
+        if self._env_cache is None or self._env_cache[0] != key:
+            self._env_cache = (key, load_env_file(path))
+        return dict(self._env_cache[1])
+
+    def load_env(self) -> None:
+        """Load `env_file` into the environment (existing variables win)."""
+        for key, value in self.env_values().items():
             os.environ.setdefault(key, value)
 
     def secret_values(self) -> list[str]:
-        """Every value that must never appear in a trace, record, report or alert."""
-        names = {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", *self._env_secrets}
+        """Every value that must never appear in a trace, record, report or alert: the
+        API key, every env_file value (read here, whether or not `load_env` ran: a
+        listing command never loads it), the variables named in `secrets = [...]` (from
+        the environment, else the env_file) and the SMTP password."""
+        file_values = self.env_values()
+        names = {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", *file_values}
         raw, _ = self.raw_settings
         names.update(n for n in raw.get("secrets", []) if isinstance(n, str))
         smtp = raw.get("smtp")
         if isinstance(smtp, dict) and isinstance(smtp.get("password_env"), str):
             names.add(smtp["password_env"])
-        values = {os.environ.get(n, "") for n in names} | set(self._env_secrets.values())
+        values = {os.environ.get(n) or file_values.get(n, "") for n in names}
+        values |= set(file_values.values())
         return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+    def redactor(self) -> Redactor:
+        """The project's one Redactor: everything written to the state, the memory or
+        the output goes through it. Rebuilt when the set of secret values changes."""
+        from jobrunner.redact import Redactor
+
+        values = tuple(self.secret_values())
+        if self._redactor is None or self._redactor[0] != values:
+            self._redactor = (values, Redactor(list(values)))
+        return self._redactor[1]
+
+    def store(self) -> Store:
+        """The state database, writing through the project's Redactor."""
+        from jobrunner.store import Store
+
+        return Store.open(self.state_dir, self.redactor())

@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from jobrunner.errors import JobrunnerError, NotFoundError
-from jobrunner.redact import Redactor
 from jobrunner.store import Store, iso, utcnow
 
 FIELDS = (
@@ -84,7 +83,8 @@ def queue(store: Store, *, job: str, run_id: str, tool: str, args: dict[str, Any
     moment = now or utcnow()
     approval = Approval(
         id=secrets.token_hex(4), job=job, run_id=run_id, tool=tool,
-        args=json.dumps(args, sort_keys=True, default=str), reason=reason,
+        args=json.dumps(store.redactor.data(args), sort_keys=True, default=str),
+        reason=store.redactor.text(reason),
         ledger_key=ledger_key, status="pending", created_at=iso(moment) or "",
         expires_at=iso(moment + timedelta(seconds=ttl_seconds)) or "",
     )
@@ -95,16 +95,15 @@ def queue(store: Store, *, job: str, run_id: str, tool: str, args: dict[str, Any
     return approval
 
 
-def _trace_decision(store: Store, approval: Approval, event: str,
-                    redactor: Redactor | None = None, **fields: Any) -> None:
+def _trace_decision(store: Store, approval: Approval, event: str, **fields: Any) -> None:
     """The decision goes into the trace of the run that queued the call. The approvals
     table is the record; a trace that cannot be written (full disk) is said on stderr and
     does not turn a decision already made into a failed command."""
     from jobrunner.state.traces import append_event
 
     try:
-        append_event(store.path.parent, approval.run_id, redactor or Redactor([]), event,
-                     approval_id=approval.id, tool=approval.tool, **fields)
+        append_event(store, approval.run_id, event, approval_id=approval.id,
+                     tool=approval.tool, **fields)
     except OSError as exc:
         print(f"jobrunner: {event} {approval.id} is recorded, but could not be added to the "
               f"trace of run {approval.run_id}: {exc}", file=sys.stderr)
@@ -182,7 +181,7 @@ def _check_pending(store: Store, approval: Approval, now: datetime) -> None:
 
 
 def reject(store: Store, approval_id: str, user: str, reason: str = "",
-           now: datetime | None = None, redactor: Redactor | None = None) -> Approval:
+           now: datetime | None = None) -> Approval:
     """Record a person's refusal of a pending call (and trace it in the run that asked)."""
     moment = now or utcnow()
     approval = get(store, approval_id)
@@ -194,8 +193,7 @@ def reject(store: Store, approval_id: str, user: str, reason: str = "",
             (iso(moment), user, reason or None, approval.id)).rowcount
     if not changed:
         raise ApprovalError(_decided(get(store, approval.id)) + "; nothing done")
-    _trace_decision(store, approval, "approval.rejected", redactor, by=user,
-                    reason=reason or None)
+    _trace_decision(store, approval, "approval.rejected", by=user, reason=reason or None)
     return get(store, approval.id)
 
 
@@ -209,16 +207,19 @@ def approve(project: Any, approval_id: str, user: str,
     from jobrunner.tools.registry import job_tools
 
     moment = now or utcnow()
-    store = Store.open(project.state_dir)
+    project.load_env()
+    store = project.store()
     approval = get(store, approval_id)
     _check_pending(store, approval, moment)
     job = load_job(project, approval.job)
-    project.load_env()
     tools = job_tools(project, job)
     spec = tools.get(approval.tool)
     if spec is None or approval.tool not in job.spec.tools:
         raise ApprovalError(f"job {job.name} no longer lists tool {approval.tool!r}; "
                             "approval left pending")
+    # The recorded arguments are what runs, and the store redacted them when the call was
+    # queued: a secret in them runs as [REDACTED]. That is the safe choice: the model never
+    # saw a secret (tool output to it is redacted), so a call carrying one carries a leak.
     args, problem = dispatch.validate_args(spec, approval.arguments)
     if problem or args is None:
         raise ApprovalError(f"the recorded arguments no longer fit {spec.name}: {problem}")
@@ -230,11 +231,11 @@ def approve(project: Any, approval_id: str, user: str,
         raise ApprovalError(_decided(get(store, approval.id)) + "; nothing done")
     set_context(ToolContext(project.root, job.name, approval.run_id, job.agent,
                             project.settings, policy=dict(job.spec.tool)))
-    redactor = Redactor(project.secret_values())
+    redactor = store.redactor
     with contextlib.chdir(project.root):  # the tool's working directory, as in a run
         claim, outcome = ledger.call(
             store, approval.ledger_key, job=job.name, tool=spec.name,
-            args=redactor.data(args), run_id=approval.run_id, approval_id=approval.id,
+            args=args, run_id=approval.run_id, approval_id=approval.id,
             execute=lambda: dispatch.execute(spec, args, spec.timeout, spec.retries),
         )
     if isinstance(claim, ledger.Blocked):
@@ -259,6 +260,5 @@ def approve(project: Any, approval_id: str, user: str,
     with store.transaction() as conn:
         conn.execute(f"UPDATE approvals SET status = 'approved', {assignments} WHERE id = ?",
                      (*fields.values(), approval.id))
-    _trace_decision(store, approval, "approval.approved", redactor, by=user,
-                    args=args, **fields)
+    _trace_decision(store, approval, "approval.approved", by=user, args=args, **fields)
     return get(store, approval.id)

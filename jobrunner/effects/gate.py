@@ -107,8 +107,7 @@ class CallGate:
                                and spec.risk != "high" else f"{spec.name} is high risk")
         deadline = time.monotonic() + max(0.0, session.remaining_seconds())
         claim, outcome = ledger.call(
-            self.store, key, job=self.job.name, tool=spec.name,
-            args=self.redactor.data(args), run_id=self.run_id,
+            self.store, key, job=self.job.name, tool=spec.name, args=args, run_id=self.run_id,
             execute=lambda: dispatch.execute(
                 spec, args, spec.timeout, spec.retries, deadline,
                 on_retry=lambda n, o, d: self.trace.emit(
@@ -155,20 +154,20 @@ class CallGate:
             return GateOutcome(ok=True, queued=True, approval_id=existing.id,
                                data=f"already queued as approval {existing.id}")
         reason = _turn_text(session) or "(the agent gave no reason)"
+        # Recorded redacted (by the store): see approvals.approve on what that means.
         approval = approvals.queue(
             self.store, job=self.job.name, run_id=self.run_id, tool=spec.name, args=args,
-            reason=self.redactor.text(reason), ledger_key=key,
-            ttl_seconds=self.job.spec.approval_ttl)
+            reason=reason, ledger_key=key, ttl_seconds=self.job.spec.approval_ttl)
         self.trace.emit("approval.queued", approval_id=approval.id, tool=spec.name,
                         input=args, reason=reason, why=why, expires_at=approval.expires_at)
-        shown = json.dumps(args, default=str)
+        # Redacted before the preview is cut: a cut secret would escape the mask.
+        shown = json.dumps(self.redactor.data(args), default=str)
         alerts.emit(
             self.project, "approval.pending", self.job.name, self.run_id,
             f"{self.job.name}: {spec.name}({shown[:120]}) waits for approval {approval.id} "
             f"({why}); run `jobrunner approve {approval.id}` or `jobrunner reject "
             f"{approval.id}` before {approval.expires_at}",
             {"approval_id": approval.id, "tool": spec.name, "args": args, "reason": reason,
-             "why": why, "expires_at": approval.expires_at, "ledger_key": key},
-            self.redactor)
+             "why": why, "expires_at": approval.expires_at, "ledger_key": key})
         return GateOutcome(ok=True, queued=True, approval_id=approval.id,
                            data=f"approval {approval.id}: {why}")

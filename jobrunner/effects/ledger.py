@@ -202,10 +202,11 @@ class Blocked:
 def begin(store: Store, key: str, *, job: str, tool: str, args: dict[str, Any],
           run_id: str, approval_id: str | None = None) -> Claimed | AlreadyDone | Blocked:
     """Record the intent of a call in one write transaction, unless the key is done or
-    its outcome is unknown. `args` should already be redacted (the row is for people)."""
+    its outcome is unknown. The row keeps `args` redacted (the store's Redactor, applied
+    to the structure before it is encoded)."""
     now = iso(utcnow())
     owner = (os.getpid(), socket.gethostname())
-    args_text = json.dumps(args, sort_keys=True, default=str)
+    args_text = json.dumps(store.redactor.data(args), sort_keys=True, default=str)
     with store.transaction() as conn:
         row = conn.execute("SELECT * FROM ledger WHERE key = ?", (key,)).fetchone()
         if row is None:
@@ -236,7 +237,7 @@ def record_outcome(store: Store, key: str, outcome: Any) -> str:
         status = "in_doubt"
     else:
         status = "failed"
-    result = result_text(outcome.data) if outcome.ok else None
+    result = result_text(store.redactor.data(outcome.data)) if outcome.ok else None
     with store.transaction() as conn:
         conn.execute(
             "UPDATE ledger SET status = ?, outcome_at = ?, result = ?, error = ? "

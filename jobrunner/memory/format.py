@@ -10,13 +10,15 @@ Writing, history and conflicts live in `memory_store`.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobrunner.errors import JobrunnerError
+from jobrunner.errors import ConfigError, JobrunnerError
+from jobrunner.markers import neutralise_markers
 
 SECTIONS: dict[str, str] = {
     "current_objective": "Current objective",
@@ -180,15 +182,43 @@ def decode(raw: bytes, where: Path | str) -> Memory:
     return parse(text)
 
 
+def symlink_problem(memory_dir: Path, agent: str) -> str | None:
+    """Why the agent's memory may not be used, if memory/, memory/AGENT, its MEMORY.md or
+    its history/ is a symlink: what MEMORY.md holds goes to the model, and what is
+    written there lands wherever the link points (another file, the project's .env)."""
+    folder = memory_dir / agent
+    for path in (memory_dir, folder, folder / "MEMORY.md", folder / "history"):
+        if path.is_symlink():
+            return (f"{path}: memory: is a symlink (to {os.readlink(path)}); jobrunner reads "
+                    "and writes only a real file and folder here: replace the link with a "
+                    "copy of what it should hold")
+    return None
+
+
+def refuse_symlinks(memory_dir: Path, agent: str) -> None:
+    """Raise a located ConfigError (exit 2, nothing run or written) for a symlinked
+    memory (see `symlink_problem`)."""
+    problem = symlink_problem(memory_dir, agent)
+    if problem:
+        raise ConfigError(problem)
+
+
 def load(path: Path) -> tuple[Memory, bytes]:
     """Read and parse; returns the parsed memory and the raw bytes (to detect edits).
-    A missing file is a new agent's template; a file that is not text is an error."""
+    A missing file is a new agent's template; a file that is not text, or a symlinked
+    memory, is an error (the symlink is checked again here, and the file is opened
+    without following one, in case it was swapped after the run's first check)."""
+    problem = symlink_problem(path.parent.parent, path.parent.name)
+    if problem:
+        raise MemoryFileError(problem)
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return parse(template(path.parent.name)), b""
     except OSError as exc:
         raise MemoryFileError(f"{path}: cannot read memory: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read()
     return decode(raw, path), raw
 
 
@@ -271,9 +301,10 @@ def effective_budget(memory: Memory, budget: int) -> int:
 def failure_line(day: str, run_id: str, what: str, step: int | None, detail: str,
                  not_done: list[str]) -> str:
     """jobrunner's own failure-log entry: dated, what failed, at which step, what was not
-    done. One line, bounded."""
+    done. One line, bounded. The detail often quotes a tool's error, which is external
+    data: its markers are made inert, as the memory sits outside any fence."""
     at = f" at step {step}" if step else ""
-    line = f"{day} run {run_id} {what}{at}: {' '.join(detail.split())}"
+    line = f"{day} run {run_id} {what}{at}: {neutralise_markers(' '.join(detail.split()))}"
     if not_done:
         line += f"; not done: {', '.join(not_done)}"
     if len(line) > FAILURE_LINE_MAX:

@@ -33,6 +33,7 @@ from jobrunner.memory.format import (
     memory_path,
     with_failure_line,
 )
+from jobrunner.redact import Redactor
 
 HISTORY_KEEP = 30
 _VERSION = re.compile(r"^(?P<stamp>\d{8}T\d{12}Z)-(?P<tag>.+?)(?:-(?P<kind>proposal))?\.md$")
@@ -60,12 +61,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, content: bytes) -> None:
-    """temp file, fsync, rename, fsync the folder: the old file or the new, never a mix."""
+def write_atomic(path: Path, content: bytes, redactor: Redactor) -> None:
+    """temp file, fsync, rename, fsync the folder: the old file or the new, never a mix.
+    Every memory write (MEMORY.md, history/) passes the project's Redactor here: the
+    memory goes to the model and outlives the run, so no secret goes into it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
-        handle.write(content)
+        handle.write(redactor.encoded(content))
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -82,7 +85,7 @@ def history_dir(path: Path) -> Path:
     return path.parent / "history"
 
 
-def save_history(path: Path, content: bytes, tag: str, kind: str = "",
+def save_history(path: Path, content: bytes, tag: str, redactor: Redactor, kind: str = "",
                  keep: int | Callable[[], int] = HISTORY_KEEP) -> Path:
     """Keep `content` in history/ as `TIME-TAG[-KIND].md` (TAG: the run id, `edit` or
     `restore`), dropping the oldest versions beyond `keep` (`[memory] history`)."""
@@ -94,7 +97,7 @@ def save_history(path: Path, content: bytes, tag: str, kind: str = "",
     limit = keep() if callable(keep) else keep
     for old in sorted(folder.glob("*.md"))[: -(limit - 1) or None]:
         old.unlink(missing_ok=True)
-    write_atomic(target, content)
+    write_atomic(target, content, redactor)
     return target
 
 
@@ -124,17 +127,18 @@ def history_keep(project: Any, agent: str) -> int:
     return max(counts, default=HISTORY_KEEP)
 
 
-def save(path: Path, content: bytes, previous: bytes, tag: str,
+def save(path: Path, content: bytes, previous: bytes, tag: str, redactor: Redactor,
          keep: int | Callable[[], int] = HISTORY_KEEP) -> bool:
-    """Write `content` if it differs from `previous`, keeping `previous` in history/ (at
-    most `keep` versions; a callable is asked only then). Returns whether the file
-    changed. Call under the agent's lock."""
+    """Write `content` (redacted) if it differs from `previous`, keeping `previous` in
+    history/ (at most `keep` versions; a callable is asked only then). Returns whether
+    the file changed. Call under the agent's lock."""
+    content = redactor.encoded(content)
     if content == previous:
         return False
     _clean_temps(path)
     if previous:
-        save_history(path, previous, tag, keep=keep)
-    write_atomic(path, content)
+        save_history(path, previous, tag, redactor, keep=keep)
+    write_atomic(path, content, redactor)
     return True
 
 
@@ -274,7 +278,7 @@ def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Mem
     if line is not None:
         updated = with_failure_line(updated, line, budget)
         trace.emit("memory.failure_line", line=line)
-    changed = save(path, updated.render().encode("utf-8"), current, run_id,
+    changed = save(path, updated.render().encode("utf-8"), current, run_id, project.redactor(),
                    keep=lambda: history_keep(project, job.agent))
     trace.emit("memory.write", changed=changed, tokens=updated.tokens(), budget=budget)
     return note
@@ -288,7 +292,8 @@ def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, u
         details: dict[str, Any] = {"path": str(path), "proposal": None}
     else:
         proposal = save_history(path, apply_update(memory, update).render().encode("utf-8"),
-                                run_id, "proposal", keep=lambda: history_keep(project, job.agent))
+                                run_id, project.redactor(), "proposal",
+                                keep=lambda: history_keep(project, job.agent))
         proposal_note = f"the agent's version is saved as history/{proposal.name}"
         details = {"path": str(path), "proposal": str(proposal)}
     trace.emit("memory.conflict", **details)
@@ -316,6 +321,7 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
                             "mid-run; whatever it was doing may be half done", [])
         updated = with_failure_line(memory, line, job.spec.memory.budget_tokens)
         save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
+             project.redactor(),
              keep=lambda: history_keep(project, job.agent))
     finally:
         lock.release()

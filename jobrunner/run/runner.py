@@ -115,7 +115,12 @@ def run_job(
     missing = environment_problems(project, job)
     if missing:  # an operator's problem: nothing is recorded, paused or learned from it
         raise errors.ConfigError(missing)
-    store = Store.open(project.state_dir)
+    # A memory that is a symlink is refused like a bad job file: before anything is
+    # recorded or any model is called.
+    from jobrunner.memory.format import refuse_symlinks
+
+    refuse_symlinks(project.memory_dir, job.agent)
+    store = project.store()
     run_id = new_run_id(now)
     paused = pause.is_paused(store, job.name)
     if paused:
@@ -217,7 +222,7 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
     tools = job_tools(project, job)
     client = client_for(job.spec.model, project.root)
     price = project.settings.prices().get(job.spec.model, REPLAY_PRICE)
-    redactor = Redactor(project.secret_values())
+    redactor = store.redactor
     store.insert_run(
         id=run_id, job=job.name, agent=job.agent, status="running", trigger=trigger,
         slot=iso(slot), started_at=iso(now), pid=os.getpid(), host=socket.gethostname(),
@@ -274,7 +279,7 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
         memory_note = memory_store.write_after_run(
             project, job, run_id, memory_file, memory, raw, result.state.memory_update,
             memory_store.run_failure_line(job, run_id, result), trace)
-        report = "" if result.status == "completed" else build_report(job, run_id, result)
+        report = "" if result.status == "completed" else build_report(job, run_id, result, redactor)
         marked = [a for a in result.state.actions if a.detail == "medium risk"]
         if marked and not report:  # medium-risk actions are named even in a quiet run
             report = "medium-risk actions: " + "; ".join(
@@ -308,7 +313,7 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
         trace.close()
 
 
-def build_report(job: Job, run_id: str, result) -> str:
+def build_report(job: Job, run_id: str, result, redactor: Redactor) -> str:
     """The stop-and-report summary: what ended the run, where, and what was (not) done."""
     state = result.state
     lines = [
@@ -323,7 +328,8 @@ def build_report(job: Job, run_id: str, result) -> str:
         for action in state.actions:
             import json
 
-            args = json.dumps(action.args, default=str)
+            # Redacted before it is cut short: a cut secret would escape the mask.
+            args = json.dumps(redactor.data(action.args), default=str)
             if len(args) > 160:
                 args = args[:157] + "..."
             detail = f" - {action.detail}" if action.detail else ""
@@ -376,6 +382,6 @@ def _finish(project, store, trace, job, run_id, status, stop_reason, report, res
         first = report.splitlines()[0] if report else f"{job.name}: {status} ({stop_reason})"
         alerts.emit(project, event, job.name, run_id, first,
                     {"status": status, "stop_reason": stop_reason, "report": report},
-                    redactor, cause=stop_reason, job_events=list(job.spec.alerts.events))
+                    cause=stop_reason, job_events=list(job.spec.alerts.events))
     return RunOutcome(run_id, job.name, status, fields["exit_code"], stop_reason, report)
 

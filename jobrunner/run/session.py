@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobrunner.config.jobfile import Job
+from jobrunner.markers import neutralise_markers
 from jobrunner.memory.format import (
     Memory,
     MemoryUpdate,
@@ -107,22 +107,6 @@ def session_tool_definitions() -> list[dict[str, Any]]:
     ]
 
 
-# Characters that read as < or > (fullwidth, small forms, guillemets, angle brackets), and
-# invisible format characters that could hide inside a marker.
-_LOOKALIKE = str.maketrans(dict.fromkeys("\uff1c\ufe64\u2039\u2329\u27e8\u3008\u276e", "<")
-                           | dict.fromkeys("\uff1e\ufe65\u203a\u232a\u27e9\u3009\u276f", ">"))
-_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
-_BRACKET_RUN = re.compile(r"<{3,}|>{3,}")
-
-
-def neutralise_markers(text: str) -> str:
-    """Make anything that looks like a boundary marker inert, so tool output cannot close
-    its fence: look-alike brackets become plain, invisibles go, and every run of three or
-    more brackets is spaced out."""
-    text = _INVISIBLE.sub("", text).translate(_LOOKALIKE)
-    return _BRACKET_RUN.sub(lambda m: " ".join(m.group()), text)
-
-
 @dataclass
 class Action:
     """One tool call as it happened, for the report."""
@@ -196,7 +180,10 @@ class Session:
         spec = self.job.spec
         budget = spec.memory.budget_tokens
         rules = RULES.format(nonce=self.nonce, budget=budget, budget_chars=budget * 4)
-        memory_text = self.memory.render().strip() or "(empty: this is the first session)"
+        # The memory sits outside any fence: no secret and no working marker may be in
+        # it, whoever wrote the file (jobrunner's own lines are neutralised when written).
+        memory_text = self.redactor.text(neutralise_markers(self.memory.render().strip())) \
+            or "(empty: this is the first session)"
         job_text = (
             f"Job: {self.job.name}\n"
             + (f"Description: {spec.description}\n" if spec.description else "")
@@ -226,7 +213,9 @@ class Session:
     # -- external data ----------------------------------------------------------------------
 
     def wrap_output(self, data: Any) -> str:
-        """Tool output as bounded, fenced, neutralised external data."""
+        """Tool output as bounded, fenced, neutralised external data, redacted before it
+        is encoded (and the text again: `default=str` turns objects into text) and cut."""
+        data = self.redactor.data(data)
         text = data if isinstance(data, str) else json.dumps(data, default=str, indent=1)
         text = self.redactor.text(text)
         limit = self.job.limits.max_tool_result_chars
@@ -413,7 +402,9 @@ class Session:
             return stop
         if state.finish is not None:
             return self._end(state.finish.status, "finish", state.finish.summary)
-        content: list[dict[str, Any]] = list(results)
+        # Everything jobrunner tells the model passes the redactor: tool output, errors,
+        # refusals (a tool's error text may quote a secret).
+        content: list[dict[str, Any]] = self.redactor.data(results)
         if repeated:
             content.append({"type": "text", "text": (
                 "Your last two turns were identical. Make progress or call `finish`."

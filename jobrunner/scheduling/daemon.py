@@ -34,7 +34,7 @@ from jobrunner.config.project import Project
 from jobrunner.config.schedule import Schedule, format_local
 from jobrunner.locks.file import Busy, RunLock
 from jobrunner.scheduling.due import jobrunner_command, run_command
-from jobrunner.store import Store, iso, utcnow
+from jobrunner.store import iso, utcnow
 
 
 class ScheduleTrigger(BaseTrigger):
@@ -176,7 +176,7 @@ class Daemon:
             if last is not None and slot <= last:
                 return
             self.last_fired[name] = slot
-        taken = Store.open(self.project.state_dir).slot_run(name, slot)
+        taken = self.project.store().slot_run(name, slot)
         if taken:
             return  # caught up at start or after a reload, but that slot already ran
         jitter = random.uniform(0, job.spec.jitter) if job.spec.jitter else 0.0
@@ -192,7 +192,7 @@ class Daemon:
         finally:
             # A thread per firing: its database connection must not outlive it (200 jobs
             # a minute kept ~200 connections open, and their caches resident).
-            Store.open(self.project.state_dir).close_thread()
+            self.project.store().close_thread()
 
     def _launch_once(self, job: Job, slot: datetime, window: timedelta, jitter: float) -> None:
         name = job.name
@@ -202,7 +202,7 @@ class Daemon:
             if self.stop.is_set():
                 return
         try:
-            if Store.open(self.project.state_dir).slot_run(name, slot):
+            if self.project.store().slot_run(name, slot):
                 return  # it ran while this firing waited for a free run slot
             late = utcnow() - slot
             if late > window:

@@ -19,7 +19,7 @@ from jobrunner import errors
 from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import load_all, load_job
 from jobrunner.config.project import Project
-from jobrunner.store import Store, iso, utcnow
+from jobrunner.store import iso, utcnow
 
 # cron starts a line within the minute; a slot is on time through its whole minute.
 MIN_DUE_WINDOW = timedelta(seconds=60)
@@ -62,7 +62,7 @@ class DueSlot:
 
 def due_slots(project: Project, jobs: list[Job], now: datetime) -> list[DueSlot]:
     """Jobs whose latest slot came within their misfire grace and has not run yet."""
-    store = Store.open(project.state_dir)
+    store = project.store()
     due = []
     for job in jobs:
         slot = job.schedule().previous_at_or_before(now, due_window(job))

@@ -35,7 +35,7 @@ def check(project: Any, now: datetime | None = None) -> list[Finding]:
     from jobrunner.errors import ConfigError
 
     now = now or utcnow()
-    store = Store.open(project.state_dir)
+    store = project.store()
     jobs, problems = load_all(project)
     try:
         for job in jobs:  # what `run` would refuse: a missing key, the env_file's mode

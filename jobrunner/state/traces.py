@@ -34,7 +34,9 @@ def trace_path(state_dir: Path, run_id: str) -> Path:
 
 
 class Trace:
-    """Appends events to a run's trace file; each write reaches the OS before returning."""
+    """Appends events to a run's trace file; each write reaches the OS before returning.
+    Every event passes the project's Redactor (its fields before encoding, the line
+    after), so no caller has to remember it."""
 
     def __init__(self, path: Path, run_id: str, redactor: Redactor) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,14 +74,14 @@ class Trace:
             self._fd = None
 
 
-def append_event(state_dir: Path, run_id: str, redactor: Redactor, event: str,
-                 **fields: Any) -> None:
+def append_event(store: Any, run_id: str, event: str, **fields: Any) -> None:
     """Add one event to a run's trace after the fact (a person's decision about a call the
     run queued), numbered after its last event, so `show` tells the whole story. If the
-    run is still writing, the two may share a number; the file's order is the truth."""
-    path = trace_path(state_dir, run_id)
+    run is still writing, the two may share a number; the file's order is the truth.
+    The store's Redactor (the project's) redacts it."""
+    path = trace_path(store.path.parent, run_id)
     last = max((e.get("seq", 0) for e in read_trace(path)), default=0)
-    trace = Trace(path, run_id, redactor)
+    trace = Trace(path, run_id, store.redactor)
     trace.seq = last
     try:
         trace.emit(event, **fields)
