@@ -1,5 +1,13 @@
-"""Run locks: an OS-level lock (portalocker; dies with its process) plus a metadata
-record saying who holds it, so a lock can be told free, live, stale or crashed.
+"""Run locks: an OS-level lock that dies with its process, plus a metadata record saying
+who holds it, so a lock can be told free, live, stale or crashed.
+
+The OS lock is a POSIX record lock (`fcntl.lockf`, through portalocker's `LockfLocker`),
+not `flock`: a record lock belongs to the process, so a child a tool forks (os.fork,
+multiprocessing) does not inherit it, and a run killed with -9 frees its lock even while
+such a child lives on with the open file. The price of per-process locks: two locks on one
+file in one process do not exclude each other, and closing any descriptor of the file drops
+the process's lock. So this module keeps a registry of the lock files the process holds,
+never opens a held one again, and is the only code that opens lock files.
 
 A lock file is never unlinked: two waiters on two inodes is how double runs happen.
 Recovery after a crash rewrites the metadata while holding the OS lock.
@@ -7,26 +15,63 @@ Recovery after a crash rewrites the metadata while holding the OS lock.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from jobrunner import errors
 from jobrunner.store import iso, parse_iso, utcnow
+
+# The lock files this process holds (or is taking this instant), by path. A second
+# RunLock on one of them must find it busy without opening it: its close would drop ours.
+_HELD: set[str] = set()
+_HELD_GUARD = threading.Lock()
+
+
+class LockRecordError(errors.StateError):
+    """The lock's metadata record could not be written (a full or read-only state disk)."""
+
+
+@functools.cache
+def _record_lock_class() -> type:
+    """portalocker's file Lock, taking a POSIX record lock instead of flock (imported on
+    first use: portalocker costs ~90 ms)."""
+    import portalocker
+    from portalocker.portalocker import LockfLocker
+
+    locker = LockfLocker()
+
+    class RecordLock(portalocker.Lock):
+        """Unlocked by closing its descriptor (the base class's flock unlock is a no-op
+        on a record lock); Python opens files close-on-exec, so an exec'd program gets
+        neither the descriptor nor the lock."""
+
+        def _get_lock(self, fh: Any) -> Any:
+            locker.lock(fh, self.flags)
+            return fh
+
+    return RecordLock
 
 
 def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     """Write `path` so a reader sees the old content or the new, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not also collect half-written temps
+        raise
 
 
 @dataclass
@@ -53,6 +98,7 @@ class RunLock:
         self.path = locks_dir / f"{key}.lock"
         self.meta_path = locks_dir / f"{key}.json"
         self._lock: Any = None
+        self._key = ""
         # Heartbeat and release both rewrite the metadata: never interleave them.
         self._meta_guard = threading.Lock()
 
@@ -64,22 +110,29 @@ class RunLock:
         return data if isinstance(data, dict) else None
 
     def try_acquire(self, timeout: float = 0.0) -> Acquired | Busy:
-        """Take the OS lock without waiting (or up to `timeout` seconds)."""
+        """Take the OS lock without waiting (or trying for up to `timeout` seconds)."""
         import portalocker
 
-        lock = portalocker.Lock(
-            str(self.path),
-            mode="a",
-            timeout=timeout,
-            check_interval=0.05,
-            fail_when_locked=timeout == 0,
+        deadline = time.monotonic() + timeout
+        key = str(self.path.resolve())
+        while not _reserve(key):  # this process holds it (or is taking it) already
+            if time.monotonic() >= deadline:
+                return Busy(self.read_meta())
+            time.sleep(0.05)
+        lock = _record_lock_class()(
+            str(self.path), mode="a", timeout=max(0.0, deadline - time.monotonic()),
+            check_interval=0.05, fail_when_locked=timeout == 0,
             flags=portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING,
         )
         try:
             lock.acquire()
         except portalocker.exceptions.LockException:
+            _forget(key)
             return Busy(self.read_meta())
-        self._lock = lock
+        except BaseException:
+            _forget(key)
+            raise
+        self._lock, self._key = lock, key
         meta = self.read_meta()
         left = meta if meta and meta.get("state") == "held" else None
         return Acquired(left, meta)
@@ -130,10 +183,25 @@ class RunLock:
                 )
             self._lock.release()
             self._lock = None
+            _forget(self._key)
 
     @property
     def held(self) -> bool:
         return self._lock is not None
+
+
+def _reserve(key: str) -> bool:
+    """Claim lock file `key` for this process, unless it holds (or is taking) it already."""
+    with _HELD_GUARD:
+        if key in _HELD:
+            return False
+        _HELD.add(key)
+        return True
+
+
+def _forget(key: str) -> None:
+    with _HELD_GUARD:
+        _HELD.discard(key)
 
 
 class HeartbeatThread:
@@ -217,6 +285,15 @@ def held_by_live_run(holder: dict[str, Any] | None) -> bool:
     return True
 
 
+def holder_died(holder: dict[str, Any] | None) -> bool:
+    """Whether a lock's record names a run on this host whose process is gone."""
+    if not holder or holder.get("state") != "held":
+        return False
+    pid = holder.get("pid")
+    return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
+            and not pid_alive(pid))
+
+
 def inspect(lock: RunLock, stale_after: float, now: datetime | None = None) -> LockState:
     """The state of a lock we do not hold, told by trying the OS lock for an instant.
 
@@ -227,7 +304,10 @@ def inspect(lock: RunLock, stale_after: float, now: datetime | None = None) -> L
     got = lock.try_acquire()
     if isinstance(got, Busy):
         meta = got.holder or {}
-        state = "stale" if is_stale(meta, stale_after, now) else "held"
+        # A dead holder whose lock is still taken (by a process it left behind, or one
+        # outside this pid namespace) is a crashed run all the same.
+        state = ("crashed" if holder_died(meta) else
+                 "stale" if is_stale(meta, stale_after, now) else "held")
     else:
         meta = lock.read_meta() or {}
         lock.release(keep_meta=True)

@@ -24,10 +24,12 @@ def record_crash(project: Any, store: Store, meta: dict[str, Any], job: Any = No
     row = store.get_run(run_id) if run_id else None
     where = f"pid {meta.get('pid')} on {meta.get('host')}"
     if row and (row["status"] == "running" or reason != "process_died"):
-        store.update_run(run_id, status="crashed", ended_at=row["ended_at"] or iso(utcnow()),
-                         stop_reason=reason, report=f"run {run_id} ({where}) {how}",
-                         exit_code=errors.EXIT_FAILED)
-        if job is not None and row["status"] == "running":
+        # Only one of the processes that find the same dead run records it (and notes it).
+        changed = store.update_run(
+            run_id, where_status="running" if reason == "process_died" else None,
+            status="crashed", ended_at=row["ended_at"] or iso(utcnow()), stop_reason=reason,
+            report=f"run {run_id} ({where}) {how}", exit_code=errors.EXIT_FAILED)
+        if job is not None and changed and row["status"] == "running":
             memory_store.note_crash(project, job, meta)
     alerts.emit(project, "run.crashed", meta.get("job"), run_id,
                 f"run {run_id} of {meta.get('job')} {how} ({where})",
@@ -41,6 +43,19 @@ def handle_left_behind(project: Any, store: Store, lock: RunLock, meta: dict[str
     live, stale one), then record the run and alert."""
     lock.mark_crashed(meta)
     record_crash(project, store, meta, job)
+
+
+def on_orphaned(project: Any, store: Store, job: Any, lock: RunLock,
+                holder: dict[str, Any]) -> str:
+    """The lock's recorded holder died, yet its OS lock is still taken (by a process it
+    left behind that took the lock itself, or one outside this pid namespace): record the
+    run crashed and alert once; no run can start until that process lets go. Returns the
+    report."""
+    record_crash(project, store, holder, job,
+                 how="died without finishing, and another process still holds its lock")
+    return (f"{job.name}: run {holder.get('run_id')} (pid {holder.get('pid')}) died without "
+            f"finishing, but its lock {lock.path} is still held by another process; this run "
+            f"did not start (find that process with `fuser -v {lock.path}`)")
 
 
 def stale_message(job: Any, holder: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from jobrunner.lock import (
     RunLock,
     heartbeat_interval,
     held_by_live_run,
+    holder_died,
     is_stale,
 )
 from jobrunner.project import Project
@@ -132,6 +133,11 @@ def run_job(
     got = lock.try_acquire()
     if isinstance(got, Busy) and not held_by_live_run(got.holder):
         got = lock.try_acquire(timeout=1.0)  # an instant's hold, not a run: wait it out
+    if isinstance(got, Busy) and holder_died(got.holder):
+        from jobrunner import recovery
+
+        report = recovery.on_orphaned(project, store, job, lock, got.holder or {})
+        return _not_now(store, job, run_id, trigger, slot, "lock_orphaned", "jobrunner: " + report)
     if isinstance(got, Busy):
         holder = got.holder or {}
         if not is_stale(holder, job.spec.lock.stale_after):

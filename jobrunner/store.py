@@ -275,12 +275,18 @@ class Store:
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", tuple(fields.values()))
 
-    def update_run(self, run_id: str, **fields: Any) -> None:
+    def update_run(self, run_id: str, *, where_status: str | None = None,
+                   **fields: Any) -> bool:
+        """Set `fields` of a run (only while its status is `where_status`, if given: two
+        processes recording one crash must not both act on it). Returns whether it did."""
         assignments = ", ".join(f"{k} = ?" for k in fields)
+        query = f"UPDATE runs SET {assignments} WHERE id = ?"
+        params: tuple[Any, ...] = (*fields.values(), run_id)
+        if where_status is not None:
+            query += " AND status = ?"
+            params += (where_status,)
         with self.transaction() as conn:
-            conn.execute(
-                f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id)
-            )
+            return conn.execute(query, params).rowcount > 0
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.connect() as conn:

@@ -52,7 +52,7 @@ def check(project: Any, now: datetime | None = None) -> list[Finding]:
 
 def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[Finding]:
     from jobrunner import alerts, recovery
-    from jobrunner.lock import Acquired, RunLock, inspect
+    from jobrunner.lock import Acquired, RunLock, holder_died, inspect
     from jobrunner.runner import locks_dir
 
     lock = RunLock(locks_dir(project), f"job-{job.name}")
@@ -81,6 +81,11 @@ def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[
     if state.state != "crashed":
         return []
     got = lock.try_acquire()
+    if not isinstance(got, Acquired) and holder_died(got.holder):
+        got = lock.try_acquire(timeout=1.0)  # as a run does: an instant's hold, waited out
+        if not isinstance(got, Acquired) and holder_died(got.holder):
+            return [Finding("crashed", job.name, recovery.on_orphaned(
+                project, store, job, lock, got.holder or {}), state.as_json())]
     if not isinstance(got, Acquired):
         return []  # a run started meanwhile; it handles what was left
     try:
