@@ -184,11 +184,16 @@ def run_job(
             return RunOutcome(run_id, job.name, "skipped", errors.EXIT_OK, "slot_taken")
         lock.mark_held(run_id, job.name, trigger=trigger)
         beat = HeartbeatThread(lock, heartbeat_interval(job.spec.lock.stale_after)).start()
-        try:
-            outcome = _run_locked(project, store, job, run_id, trigger, slot, now or utcnow())
-        finally:
-            beat.stop()
-        recovery.after_run(project, store, job, run_id, outcome.status)
+        from jobrunner.tools.dispatch import exit_guarded
+
+        # Until the run is recorded, a tool's os._exit fails the call, not the process.
+        with exit_guarded():
+            try:
+                outcome = _run_locked(project, store, job, run_id, trigger, slot,
+                                      now or utcnow())
+            finally:
+                beat.stop()
+            recovery.after_run(project, store, job, run_id, outcome.status)
         return outcome
     finally:
         lock.release(keep_meta=keep_meta)
