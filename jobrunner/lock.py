@@ -74,6 +74,15 @@ def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
         raise
 
 
+def _written(path: Path, data: dict[str, Any]) -> bool:
+    """atomic_write_json, saying whether the disk took it instead of raising."""
+    try:
+        atomic_write_json(path, data)
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class Acquired:
     """We hold the lock. `left_behind` is the record of a holder that died holding it."""
@@ -150,18 +159,27 @@ class RunLock:
             "heartbeat_at": now,
             **extra,
         }
-        atomic_write_json(self.meta_path, meta)
+        try:
+            atomic_write_json(self.meta_path, meta)
+        except OSError as exc:
+            raise LockRecordError(f"{self.meta_path}: cannot record who holds the lock: "
+                                  f"{exc.strerror or exc}") from exc
         return meta
 
-    def heartbeat(self) -> None:
-        """Refresh `heartbeat_at` (only while this process holds the lock)."""
+    def heartbeat(self) -> bool:
+        """Refresh `heartbeat_at` (only while this process holds the lock). Returns False
+        when the disk refused it: a full disk must not end a run, the next beat retries."""
         with self._meta_guard:
             if self._lock is None:
-                return
+                return True
             meta = self.read_meta()
             if meta and meta.get("pid") == os.getpid() and meta.get("state") == "held":
                 meta["heartbeat_at"] = iso(utcnow())
-                atomic_write_json(self.meta_path, meta)
+                try:
+                    atomic_write_json(self.meta_path, meta)
+                except OSError:
+                    return False
+            return True
 
     def mark_crashed(self, holder: dict[str, Any]) -> None:
         """Record (under the OS lock) that `holder` died holding it: the crash has been
@@ -169,21 +187,39 @@ class RunLock:
         meta = {**holder, "state": "crashed", "recorded_at": iso(utcnow())}
         atomic_write_json(self.meta_path, meta)
 
-    def release(self, keep_meta: bool = False) -> None:
-        """Mark the lock free (unless `keep_meta`), then drop the OS lock (the file stays)."""
+    def release(self, keep_meta: bool = False, last_run: dict[str, Any] | None = None) -> None:
+        """Mark the lock free (unless `keep_meta`), then drop the OS lock (the file stays).
+        `last_run` (the run's final status, and whether the state database has it) rides
+        on the free record, so the next holder can record an end the database refused."""
         with self._meta_guard:
             if self._lock is None:
                 return
-            if not keep_meta:
-                meta = self.read_meta() or {}
-                atomic_write_json(
-                    self.meta_path,
-                    {"state": "free", "last_run_id": meta.get("run_id") or
-                     meta.get("last_run_id"), "released_at": iso(utcnow())},
-                )
-            self._lock.release()
-            self._lock = None
-            _forget(self._key)
+            try:
+                if not keep_meta:
+                    self._write_free(last_run)
+            finally:
+                self._lock.release()
+                self._lock = None
+                _forget(self._key)
+
+    def _write_free(self, last_run: dict[str, Any] | None) -> None:
+        meta = self.read_meta() or {}
+        record: dict[str, Any] = {
+            "state": "free", "last_run_id": meta.get("run_id") or meta.get("last_run_id"),
+            "released_at": iso(utcnow())}
+        if last_run:
+            record["last_run"] = last_run
+        if _written(self.meta_path, record):
+            return
+        # No room for the new record beside the old: a "held" record left by a run that
+        # ended would read as a crash. Unlinking needs no space and frees the old record's
+        # block for the new one; the lock file itself is never touched. With no record at
+        # all the lock reads as free, which it is.
+        try:
+            self.meta_path.unlink(missing_ok=True)
+        except OSError:
+            return  # read-only: the next holder tells an ended run by its database row
+        _written(self.meta_path, record)
 
     @property
     def held(self) -> bool:
@@ -220,11 +256,7 @@ class HeartbeatThread:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                self._lock.heartbeat()
-            except OSError:
-                # A full disk must not kill the run; the next beat tries again.
-                continue
+            self._lock.heartbeat()
 
     def stop(self) -> None:
         self._stop.set()

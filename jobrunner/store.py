@@ -236,13 +236,20 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One short write transaction (BEGIN IMMEDIATE: writers queue, never deadlock)."""
         with self.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                # A full or read-only disk, a database locked past the busy timeout: one
+                # error the CLI reports, not a traceback.
+                raise StateError(f"{self.path}: cannot write the state database: {exc}") \
+                    from exc
 
     def migrate(self) -> list[str]:
         """Apply every migration not yet recorded; returns the names applied."""
@@ -317,6 +324,14 @@ class Store:
         with self.connect() as conn:
             row = conn.execute(query, (job,)).fetchone()
         return dict(row) if row else None
+
+    def running_runs(self, job: str) -> list[dict[str, Any]]:
+        """Runs of `job` recorded `running` (under the job's lock: runs that ended
+        without their end being recorded)."""
+        with self.connect() as conn:
+            return [dict(r) for r in conn.execute(
+                "SELECT * FROM runs WHERE status = 'running' AND job = ? ORDER BY started_at",
+                (job,))]
 
     def slot_run(self, job: str, slot: datetime) -> dict[str, Any] | None:
         """The run that took `slot` of `job` (any run of it but a skipped or paused one:

@@ -415,3 +415,25 @@ def test_one_process_never_takes_its_own_lock_twice(tmp_path):
     assert seen_from_outside() == "taken"
     assert isinstance(second.try_acquire(), Acquired)
     second.release()
+
+
+def test_a_run_whose_end_nothing_recorded_is_settled_not_guessed_a_crash(holding, fake_api):
+    """A run left `running` with no holder record (a full disk made its release remove
+    it) and no end in its trace: the next run records its outcome as unknown (`aborted`,
+    `end_not_recorded`), not as a crash, and runs."""
+    holding.job("lost", tools=["hold"])
+    fake_api.enqueue(tool_turn([("hold", {"marker": "x"})]))
+    victim = holding.popen("run", "lost")
+    wait_for(holding.sessions, what="the session to reach its tool")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate(timeout=30)
+    (holding.state / "locks" / "job-lost.json").unlink()  # what a release on a full disk does
+    fake_api.enqueue(*session_turns(hold=False))
+    ran = holding.run("run", "lost")
+    assert ran.code == 0, ran.stderr
+    runs = holding.runs("lost")
+    assert [(r["status"], r["stop_reason"]) for r in runs] == [
+        ("completed", "finish"), ("aborted", "end_not_recorded")]
+    assert "outcome is unknown" in runs[1]["report"]
+    assert "run.crashed" not in [a["event"] for a in holding.alerts()]
+    assert "crashed" not in holding.memory("lost")

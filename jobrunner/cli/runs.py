@@ -42,7 +42,7 @@ def run(
             slot_time = _slot(slot) if slot else None
             outcome = run_job(proj, name, trigger=trigger, slot=slot_time)
             if outcome.report and (outcome.status not in ("completed", "skipped")
-                                   or outcome.exit_code != 0):
+                                   or outcome.exit_code != 0 or outcome.problems):
                 print(outcome.report, file=sys.stderr)
             code = outcome.exit_code
     except JobrunnerError as exc:
