@@ -185,7 +185,11 @@ class RunLock:
         """Record (under the OS lock) that `holder` died holding it: the crash has been
         recorded and alerted, and stays visible until a run or `unlock` clears it."""
         meta = {**holder, "state": "crashed", "recorded_at": iso(utcnow())}
-        atomic_write_json(self.meta_path, meta)
+        try:
+            atomic_write_json(self.meta_path, meta)
+        except OSError as exc:
+            raise LockRecordError(f"{self.meta_path}: cannot record the crash of run "
+                                  f"{holder.get('run_id')}: {exc.strerror or exc}") from exc
 
     def release(self, keep_meta: bool = False, last_run: dict[str, Any] | None = None) -> None:
         """Mark the lock free (unless `keep_meta`), then drop the OS lock (the file stays).

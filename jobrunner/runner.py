@@ -416,8 +416,9 @@ def _finish(project, store, trace, job, run_id, status, stop_reason, report, res
     trace.sync()
     if trace.incomplete:
         problems.append(trace.incomplete)
-    if problems:
-        fields["report"] = report = "\n".join([report, *problems]).strip()
+    unsaid = [p for p in problems if p not in report]  # a memory note is in it already
+    if unsaid:
+        fields["report"] = report = "\n".join([report, *unsaid]).strip()
     recorded = True
     try:
         store.update_run(run_id, **fields)
