@@ -95,7 +95,6 @@ def after_run(project: Project, run_id: str) -> ExportResult | None:
     """The runner's call once a run's trace is closed: export the run if configured and
     note the outcome in its trace. Never raises for a collector's or the settings' sake;
     None when export is off."""
-    from jobrunner.redact import Redactor
     from jobrunner.state.traces import append_event
 
     try:
@@ -105,8 +104,7 @@ def after_run(project: Project, run_id: str) -> ExportResult | None:
     if result is None:
         return None
     try:
-        append_event(project.state_dir, run_id, Redactor(project.secret_values()),
-                     "otel.export", **result.event_fields())
+        append_event(project.store(), run_id, "otel.export", **result.event_fields())
     except OSError as exc:  # a full disk: the caller still gets the outcome
         result = replace(result, error=(f"{result.error}; " if result.error else "")
                          + f"not noted in the trace: {exc.strerror or exc}")
@@ -118,11 +116,10 @@ def export_run(project: Project, run_id: str) -> ExportResult | None:
     target = export_target(project)
     if target is None:
         return None
-    from jobrunner.redact import Redactor
     from jobrunner.state.traces import read_trace, trace_path
 
     events = read_trace(trace_path(project.state_dir, run_id))
-    return send(target, events, Redactor(project.secret_values()))
+    return send(target, events, project.redactor())
 
 
 def send(target: ExportTarget, events: list[dict[str, Any]], redactor: Redactor) -> ExportResult:

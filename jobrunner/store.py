@@ -303,13 +303,20 @@ class Store:
         """One short write transaction (BEGIN IMMEDIATE: writers queue, never deadlock),
         every text value it binds redacted."""
         with self.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield RedactingConnection(conn, self.redactor)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield RedactingConnection(conn, self.redactor)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                # A full or read-only disk, a database locked past the busy timeout: one
+                # error the CLI reports, not a traceback.
+                raise StateError(f"{self.path}: cannot write the state database: {exc}") \
+                    from exc
 
     def migrate(self) -> list[str]:
         """Apply every migration not yet recorded; returns the names applied."""
@@ -342,12 +349,18 @@ class Store:
         with self.transaction() as conn:
             conn.execute(f"INSERT INTO runs ({columns}) VALUES ({marks})", tuple(fields.values()))
 
-    def update_run(self, run_id: str, **fields: Any) -> None:
+    def update_run(self, run_id: str, *, where_status: str | None = None,
+                   **fields: Any) -> bool:
+        """Set `fields` of a run (only while its status is `where_status`, if given: two
+        processes recording one crash must not both act on it). Returns whether it did."""
         assignments = ", ".join(f"{k} = ?" for k in fields)
+        query = f"UPDATE runs SET {assignments} WHERE id = ?"
+        params: tuple[Any, ...] = (*fields.values(), run_id)
+        if where_status is not None:
+            query += " AND status = ?"
+            params += (where_status,)
         with self.transaction() as conn:
-            conn.execute(
-                f"UPDATE runs SET {assignments} WHERE id = ?", (*fields.values(), run_id)
-            )
+            return conn.execute(query, params).rowcount > 0
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.connect() as conn:
@@ -378,6 +391,14 @@ class Store:
         with self.connect() as conn:
             row = conn.execute(query, (job,)).fetchone()
         return dict(row) if row else None
+
+    def running_runs(self, job: str) -> list[dict[str, Any]]:
+        """Runs of `job` recorded `running` (under the job's lock: runs that ended
+        without their end being recorded)."""
+        with self.connect() as conn:
+            return [dict(r) for r in conn.execute(
+                "SELECT * FROM runs WHERE status = 'running' AND job = ? ORDER BY started_at",
+                (job,))]
 
     def slot_run(self, job: str, slot: datetime) -> dict[str, Any] | None:
         """The run that took `slot` of `job` (any run of it but a skipped or paused one:

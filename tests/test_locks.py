@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import reaped, wait_for
 from tests.fake_api import tool_turn
 from tests.test_run_path import MEMORY, finish
 
@@ -88,23 +88,21 @@ def test_a_run_waits_out_an_instants_hold_by_locks_or_check(project, fake_api):
     """`locks` and `check` test liveness by taking the OS lock for an instant. A run that
     starts in that instant must not be skipped for it: the lock's record names no live
     run, so it waits a moment and runs."""
-    import portalocker
+    from jobrunner.locks.file import Acquired, RunLock
 
     project.job("tick")
     project.run("locks")  # creates the lock files
     lock_path = project.state / "locks" / "job-tick.lock"
     fake_api.enqueue(tool_turn([("update_memory", MEMORY)]), tool_turn([finish()]))
-    inspector = portalocker.Lock(str(lock_path), mode="a", fail_when_locked=True,
-                                 flags=portalocker.LockFlags.EXCLUSIVE
-                                 | portalocker.LockFlags.NON_BLOCKING)
-    inspector.acquire()
+    inspector = RunLock(lock_path.parent, "job-tick")  # what `locks` does, held longer
+    assert isinstance(inspector.try_acquire(), Acquired)
     try:
         proc = project.popen("run", "tick")
         wait_for(lambda: _has_open(proc.pid, lock_path) or proc.poll() is not None, 30,
                  "the run to reach the lock")
         time.sleep(0.1)  # its first, non-blocking attempt has failed by now
     finally:
-        inspector.release()
+        inspector.release(keep_meta=True)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     [record] = project.runs("tick")
@@ -238,3 +236,203 @@ def test_after_crash_hold_refuses_until_unlock(holding, fake_api):
     assert holding.run("run", "careful").code == 0
     assert [r["status"] for r in holding.runs("careful")] == [
         "completed", "skipped", "skipped", "crashed"]
+
+
+FORK_TOOL = '''
+import multiprocessing
+import os
+import pathlib
+import time
+from jobrunner import tool
+
+
+def _linger(pid_file: str) -> None:
+    """What a tool's helper process does: outlive the tool, quietly."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    pathlib.Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(300)
+
+
+@tool(risk="low", side_effect=False, timeout=300)
+def spawn(how: str) -> str:
+    """Start a helper process that outlives this call, then wait until released."""
+    root = pathlib.Path(os.environ["HOLD_DIR"])
+    pid_file = str(root / "child.pid")
+    if how == "fork":
+        if os.fork() == 0:
+            try:
+                _linger(pid_file)
+            finally:
+                os._exit(0)
+    else:
+        multiprocessing.get_context("fork").Process(target=_linger, args=(pid_file,)).start()
+    while not pathlib.Path(pid_file).exists():
+        time.sleep(0.05)
+    with open(root / "sessions.txt", "a") as handle:
+        handle.write(f"{os.getpid()}\\n")
+    for _ in range(3000):
+        if (root / "release").exists():
+            return "released"
+        time.sleep(0.1)
+    return "never released"
+'''
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie nobody has reaped yet does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["fork", "multiprocessing"])
+def test_a_process_left_by_a_tool_does_not_keep_the_lock_of_a_killed_run(holding, fake_api,
+                                                                         how):
+    """A tool's child shares the run's open lock file; after kill -9 of the run it must
+    not keep the job locked: the run is recorded crashed, alerted once, and the next runs
+    run."""
+    holding.tool_file("spawn", FORK_TOOL)
+    holding.job("forker", tools=["spawn"])
+    fake_api.enqueue(tool_turn([("spawn", {"how": how})]))
+    victim = holding.popen("run", "forker")
+    child = None
+    try:
+        wait_for(holding.sessions, what="the session to start its helper process")
+        child = int((holding.hold_dir / "child.pid").read_text())
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.communicate(timeout=30)
+        assert _alive(child), "the helper process should outlive the killed run"
+
+        [lock] = holding.run("locks", "--json").json()
+        assert lock["state"] == "crashed", lock
+        for _ in range(2):
+            fake_api.enqueue(*session_turns(hold=False))
+            ran = holding.run("run", "forker")
+            assert ran.code == 0, ran.stderr
+    finally:
+        if child is not None and _alive(child):
+            os.kill(child, signal.SIGKILL)
+        if victim.poll() is None:
+            victim.kill()
+    runs = holding.runs("forker")
+    assert [r["status"] for r in runs] == ["completed", "completed", "crashed"]
+    crashed = [a for a in holding.alerts() if a["event"] == "run.crashed"]
+    assert len(crashed) == 1 and crashed[0]["run_id"] == runs[2]["id"]
+    assert f"run {runs[2]['id']} crashed" in holding.memory("forker")
+
+
+STRAY_HOLDER = '''
+import fcntl
+import sys
+import time
+
+with open(sys.argv[1], "a") as handle:
+    fcntl.lockf(handle, fcntl.LOCK_EX)
+    print("locked", flush=True)
+    time.sleep(300)
+'''
+
+
+def test_a_dead_holder_whose_lock_another_process_keeps_is_a_crash_not_a_skip(holding,
+                                                                               fake_api):
+    """Whatever process keeps the lock of a run killed with -9, the run is recorded
+    crashed and alerted once, and the runs that cannot start say so (exit 75), as does
+    `check`; once that process lets go, the job runs again."""
+    import subprocess
+    import sys
+
+    holding.job("stuck", tools=["hold"])
+    fake_api.enqueue(tool_turn([("hold", {"marker": "x"})]))
+    victim = holding.popen("run", "stuck")
+    wait_for(holding.sessions, what="the session to reach its tool")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate(timeout=30)
+    lock_path = holding.state / "locks" / "job-stuck.lock"
+    stray = subprocess.Popen([sys.executable, "-c", STRAY_HOLDER, str(lock_path)],
+                             stdout=subprocess.PIPE, text=True)
+    with reaped(stray):
+        assert stray.stdout.readline().strip() == "locked"
+        for _ in range(2):
+            refused = holding.run("run", "stuck")
+            assert refused.code == 75, refused.stderr
+            assert "still held by another process" in refused.stderr
+        [dead] = [r for r in holding.runs("stuck") if r["status"] == "crashed"]
+        assert holding.run("locks", "--json").json()[0]["state"] == "crashed"
+        checked = holding.run("check", "--json")
+        assert checked.code == 1
+        assert [f["kind"] for f in checked.json()["findings"]] == ["crashed"]
+    fake_api.enqueue(*session_turns(hold=False))
+    ran = holding.run("run", "stuck")
+    assert ran.code == 0, ran.stderr
+    runs = holding.runs("stuck")
+    assert [(r["status"], r["stop_reason"]) for r in runs] == [
+        ("completed", "finish"), ("skipped", "lock_orphaned"), ("skipped", "lock_orphaned"),
+        ("crashed", "process_died")]
+    assert [(a["event"], a["run_id"]) for a in holding.alerts()] == [
+        ("run.crashed", dead["id"]), ("run.recovered", runs[0]["id"])]
+    assert holding.memory("stuck").count(f"run {dead['id']} crashed") == 1
+
+
+TRY_LOCK = '''
+import fcntl
+import sys
+
+with open(sys.argv[1], "a") as handle:
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print("busy")
+    else:
+        print("taken")
+'''
+
+
+def test_one_process_never_takes_its_own_lock_twice(tmp_path):
+    """Record locks are per process: a second lock of one file in the same process must
+    find it busy without touching the file, since closing any descriptor of the file would
+    drop the first one's lock for every other process too."""
+    import subprocess
+    import sys
+
+    from jobrunner.locks.file import Acquired, Busy, RunLock
+
+    def seen_from_outside() -> str:
+        return subprocess.run([sys.executable, "-c", TRY_LOCK, str(tmp_path / "job-x.lock")],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    first, second = RunLock(tmp_path, "job-x"), RunLock(tmp_path, "job-x")
+    assert isinstance(first.try_acquire(), Acquired)
+    assert not os.get_inheritable(first._lock.fh.fileno())  # close-on-exec
+    assert isinstance(second.try_acquire(), Busy)
+    assert isinstance(second.try_acquire(timeout=0.2), Busy)
+    assert seen_from_outside() == "busy"
+    first.release()
+    assert seen_from_outside() == "taken"
+    assert isinstance(second.try_acquire(), Acquired)
+    second.release()
+
+
+def test_a_run_whose_end_nothing_recorded_is_settled_not_guessed_a_crash(holding, fake_api):
+    """A run left `running` with no holder record (a full disk made its release remove
+    it) and no end in its trace: the next run records its outcome as unknown (`aborted`,
+    `end_not_recorded`), not as a crash, and runs."""
+    holding.job("lost", tools=["hold"])
+    fake_api.enqueue(tool_turn([("hold", {"marker": "x"})]))
+    victim = holding.popen("run", "lost")
+    wait_for(holding.sessions, what="the session to reach its tool")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.communicate(timeout=30)
+    (holding.state / "locks" / "job-lost.json").unlink()  # what a release on a full disk does
+    fake_api.enqueue(*session_turns(hold=False))
+    ran = holding.run("run", "lost")
+    assert ran.code == 0, ran.stderr
+    runs = holding.runs("lost")
+    assert [(r["status"], r["stop_reason"]) for r in runs] == [
+        ("completed", "finish"), ("aborted", "end_not_recorded")]
+    assert "outcome is unknown" in runs[1]["report"]
+    assert "run.crashed" not in [a["event"] for a in holding.alerts()]
+    assert "crashed" not in holding.memory("lost")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import signal
 import time
 
+from tests.conftest import reaped, wait_for
 from tests.fake_api import tool_turn
+from tests.test_run_path import MEMORY, finish
 
 NAP_TOOL = '''
 import time
@@ -60,3 +62,53 @@ def test_ctrl_c_mid_tool_is_recorded_not_left_running(project, fake_api):
     assert record["status"] == "aborted" and record["stop_reason"] == "interrupted"
     assert [a["event"] for a in project.alerts()] == ["run.aborted"]
     assert "free" in project.run("locks").stdout
+
+
+LEFTOVER_TOOLS = '''
+import os
+import threading
+import time
+
+from jobrunner import tool
+
+
+@tool(risk="low", side_effect=False, timeout=30)
+def background(seconds: int) -> str:
+    """Start some work in a thread of its own and return at once."""
+    threading.Thread(target=time.sleep, args=(seconds,), daemon=False).start()
+    return "started"
+
+
+@tool(risk="low", side_effect=False, timeout=30)
+def bail(code: int) -> str:
+    """End the process there and then."""
+    os._exit(code)
+'''
+
+
+def test_a_thread_a_tool_leaves_running_does_not_keep_the_command_alive(project, fake_api):
+    project.tool_file("leftover", LEFTOVER_TOOLS)
+    project.job("bg", tools=["background"])
+    fake_api.enqueue(tool_turn([("background", {"seconds": 600})]),
+                     tool_turn([("update_memory", MEMORY)]), tool_turn([finish()]))
+    proc = project.popen("run", "bg")
+    with reaped(proc):
+        wait_for(lambda: [r["status"] for r in project.runs()] == ["completed"], 60,
+                 "the run to be recorded completed")
+        out, err = proc.communicate(timeout=30)  # ended with the run, not with the thread
+    assert proc.returncode == 0, err
+    assert "free" in project.run("locks").stdout
+
+
+def test_a_tool_calling_os_exit_is_a_failed_call_not_the_end_of_the_process(project,
+                                                                            fake_api):
+    project.tool_file("leftover", LEFTOVER_TOOLS)
+    project.job("quitter", tools=["bail"])
+    fake_api.enqueue(tool_turn([("bail", {"code": 0})]))
+    ran = project.run("run", "quitter")
+    assert ran.code == 1, ran.stderr
+    assert "os._exit(0)" in ran.stderr
+    [record] = project.runs()
+    assert (record["status"], record["stop_reason"]) == ("aborted", "tool_failed")
+    assert "free" in project.run("locks").stdout
+    assert [a["event"] for a in project.alerts()] == ["run.aborted"]

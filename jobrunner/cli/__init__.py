@@ -21,7 +21,7 @@ from jobrunner.cli import memory as _memory  # noqa: E402,F401
 from jobrunner.cli import replay as _replay  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401
 from jobrunner.cli import schedule as _schedule  # noqa: E402,F401
-from jobrunner.cli.app import app, relative
+from jobrunner.cli.app import app, report_error
 from jobrunner.errors import JobrunnerError
 
 
@@ -30,8 +30,5 @@ def main() -> None:
     try:
         app()
     except JobrunnerError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            line = relative(line)
-            print(line if ":" in line.split(" ", 1)[0] else f"jobrunner: {line}",
-                  file=sys.stderr)
+        report_error(exc)
         sys.exit(exc.exit_code)

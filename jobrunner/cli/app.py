@@ -57,6 +57,14 @@ def relative(line: str) -> str:
     return line.removeprefix(os.getcwd().rstrip("/") + "/")
 
 
+def report_error(exc: Exception) -> None:
+    """An error the CLI reports without a traceback: each line on stderr, located lines
+    as they are, others prefixed `jobrunner:`."""
+    for line in str(exc).splitlines() or [type(exc).__name__]:
+        line = relative(line)
+        print(line if ":" in line.split(" ", 1)[0] else f"jobrunner: {line}", file=sys.stderr)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import datetime
 
 import typer
 
-from jobrunner.cli.app import app, print_json, project, table
-from jobrunner.errors import ConfigError, NotFoundError
+from jobrunner.cli.app import app, print_json, project, report_error, table
+from jobrunner.errors import ConfigError, JobrunnerError, NotFoundError
 
 
 @app.command()
@@ -33,27 +32,32 @@ def run(
     if not (due or name) or (due and slot):
         raise ConfigError("give a job NAME, or --due (optionally with NAME)")
     proj = project(ctx)
-    if due:
-        from jobrunner.scheduling.due import run_due
+    try:
+        if due:
+            from jobrunner.scheduling.due import run_due
 
-        code = run_due(proj, [name] if name else None,
-                       trigger="due" if trigger == "manual" else trigger)
-    else:
-        slot_time = _slot(slot) if slot else None
-        outcome = run_job(proj, name, trigger=trigger, slot=slot_time)
-        if outcome.report and (outcome.status not in ("completed", "skipped")
-                               or outcome.exit_code != 0):
-            print(outcome.report, file=sys.stderr)
-        code = outcome.exit_code
+            code = run_due(proj, [name] if name else None,
+                           trigger="due" if trigger == "manual" else trigger)
+        else:
+            slot_time = _slot(slot) if slot else None
+            outcome = run_job(proj, name, trigger=trigger, slot=slot_time)
+            if outcome.report and (outcome.status not in ("completed", "skipped")
+                                   or outcome.exit_code != 0 or outcome.problems):
+                print(outcome.report, file=sys.stderr)
+            code = outcome.exit_code
+    except JobrunnerError as exc:
+        report_error(exc)
+        code = exc.exit_code
     from jobrunner.models import abandoned_calls
-    from jobrunner.tools.dispatch import orphaned_tools
+    from jobrunner.tools.dispatch import left_running, real_exit
 
-    if orphaned_tools() or abandoned_calls():
-        # A timed-out tool thread or an abandoned model call (its connection still open)
-        # must not keep the process (and cron) waiting.
+    if left_running() or abandoned_calls():
+        # The run has ended and is recorded: a thread or process a tool left, or an
+        # abandoned model call (its connection still open), must not keep the process
+        # (and cron, or the daemon) waiting for it.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        real_exit(code)
     raise typer.Exit(code)
 
 

@@ -1,5 +1,13 @@
-"""Run locks: an OS-level lock (portalocker; dies with its process) plus a metadata
-record saying who holds it, so a lock can be told free, live, stale or crashed.
+"""Run locks: an OS-level lock that dies with its process, plus a metadata record saying
+who holds it, so a lock can be told free, live, stale or crashed.
+
+The OS lock is a POSIX record lock (`fcntl.lockf`, through portalocker's `LockfLocker`),
+not `flock`: a record lock belongs to the process, so a child a tool forks (os.fork,
+multiprocessing) does not inherit it, and a run killed with -9 frees its lock even while
+such a child lives on with the open file. The price of per-process locks: two locks on one
+file in one process do not exclude each other, and closing any descriptor of the file drops
+the process's lock. So this module keeps a registry of the lock files the process holds,
+never opens a held one again, and is the only code that opens lock files.
 
 A lock file is never unlinked: two waiters on two inodes is how double runs happen.
 Recovery after a crash rewrites the metadata while holding the OS lock.
@@ -7,26 +15,72 @@ Recovery after a crash rewrites the metadata while holding the OS lock.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from jobrunner import errors
 from jobrunner.store import iso, parse_iso, utcnow
+
+# The lock files this process holds (or is taking this instant), by path. A second
+# RunLock on one of them must find it busy without opening it: its close would drop ours.
+_HELD: set[str] = set()
+_HELD_GUARD = threading.Lock()
+
+
+class LockRecordError(errors.StateError):
+    """The lock's metadata record could not be written (a full or read-only state disk)."""
+
+
+@functools.cache
+def _record_lock_class() -> type:
+    """portalocker's file Lock, taking a POSIX record lock instead of flock (imported on
+    first use: portalocker costs ~90 ms)."""
+    import portalocker
+    from portalocker.portalocker import LockfLocker
+
+    locker = LockfLocker()
+
+    class RecordLock(portalocker.Lock):
+        """Unlocked by closing its descriptor (the base class's flock unlock is a no-op
+        on a record lock); Python opens files close-on-exec, so an exec'd program gets
+        neither the descriptor nor the lock."""
+
+        def _get_lock(self, fh: Any) -> Any:
+            locker.lock(fh, self.flags)
+            return fh
+
+    return RecordLock
 
 
 def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     """Write `path` so a reader sees the old content or the new, never a mix."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not also collect half-written temps
+        raise
+
+
+def _written(path: Path, data: dict[str, Any]) -> bool:
+    """atomic_write_json, saying whether the disk took it instead of raising."""
+    try:
+        atomic_write_json(path, data)
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -53,6 +107,7 @@ class RunLock:
         self.path = locks_dir / f"{key}.lock"
         self.meta_path = locks_dir / f"{key}.json"
         self._lock: Any = None
+        self._key = ""
         # Heartbeat and release both rewrite the metadata: never interleave them.
         self._meta_guard = threading.Lock()
 
@@ -64,22 +119,29 @@ class RunLock:
         return data if isinstance(data, dict) else None
 
     def try_acquire(self, timeout: float = 0.0) -> Acquired | Busy:
-        """Take the OS lock without waiting (or up to `timeout` seconds)."""
+        """Take the OS lock without waiting (or trying for up to `timeout` seconds)."""
         import portalocker
 
-        lock = portalocker.Lock(
-            str(self.path),
-            mode="a",
-            timeout=timeout,
-            check_interval=0.05,
-            fail_when_locked=timeout == 0,
+        deadline = time.monotonic() + timeout
+        key = str(self.path.resolve())
+        while not _reserve(key):  # this process holds it (or is taking it) already
+            if time.monotonic() >= deadline:
+                return Busy(self.read_meta())
+            time.sleep(0.05)
+        lock = _record_lock_class()(
+            str(self.path), mode="a", timeout=max(0.0, deadline - time.monotonic()),
+            check_interval=0.05, fail_when_locked=timeout == 0,
             flags=portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING,
         )
         try:
             lock.acquire()
         except portalocker.exceptions.LockException:
+            _forget(key)
             return Busy(self.read_meta())
-        self._lock = lock
+        except BaseException:
+            _forget(key)
+            raise
+        self._lock, self._key = lock, key
         meta = self.read_meta()
         left = meta if meta and meta.get("state") == "held" else None
         return Acquired(left, meta)
@@ -97,43 +159,89 @@ class RunLock:
             "heartbeat_at": now,
             **extra,
         }
-        atomic_write_json(self.meta_path, meta)
+        try:
+            atomic_write_json(self.meta_path, meta)
+        except OSError as exc:
+            raise LockRecordError(f"{self.meta_path}: cannot record who holds the lock: "
+                                  f"{exc.strerror or exc}") from exc
         return meta
 
-    def heartbeat(self) -> None:
-        """Refresh `heartbeat_at` (only while this process holds the lock)."""
+    def heartbeat(self) -> bool:
+        """Refresh `heartbeat_at` (only while this process holds the lock). Returns False
+        when the disk refused it: a full disk must not end a run, the next beat retries."""
         with self._meta_guard:
             if self._lock is None:
-                return
+                return True
             meta = self.read_meta()
             if meta and meta.get("pid") == os.getpid() and meta.get("state") == "held":
                 meta["heartbeat_at"] = iso(utcnow())
-                atomic_write_json(self.meta_path, meta)
+                try:
+                    atomic_write_json(self.meta_path, meta)
+                except OSError:
+                    return False
+            return True
 
     def mark_crashed(self, holder: dict[str, Any]) -> None:
         """Record (under the OS lock) that `holder` died holding it: the crash has been
         recorded and alerted, and stays visible until a run or `unlock` clears it."""
         meta = {**holder, "state": "crashed", "recorded_at": iso(utcnow())}
-        atomic_write_json(self.meta_path, meta)
+        try:
+            atomic_write_json(self.meta_path, meta)
+        except OSError as exc:
+            raise LockRecordError(f"{self.meta_path}: cannot record the crash of run "
+                                  f"{holder.get('run_id')}: {exc.strerror or exc}") from exc
 
-    def release(self, keep_meta: bool = False) -> None:
-        """Mark the lock free (unless `keep_meta`), then drop the OS lock (the file stays)."""
+    def release(self, keep_meta: bool = False, last_run: dict[str, Any] | None = None) -> None:
+        """Mark the lock free (unless `keep_meta`), then drop the OS lock (the file stays).
+        `last_run` (the run's final status, and whether the state database has it) rides
+        on the free record, so the next holder can record an end the database refused."""
         with self._meta_guard:
             if self._lock is None:
                 return
-            if not keep_meta:
-                meta = self.read_meta() or {}
-                atomic_write_json(
-                    self.meta_path,
-                    {"state": "free", "last_run_id": meta.get("run_id") or
-                     meta.get("last_run_id"), "released_at": iso(utcnow())},
-                )
-            self._lock.release()
-            self._lock = None
+            try:
+                if not keep_meta:
+                    self._write_free(last_run)
+            finally:
+                self._lock.release()
+                self._lock = None
+                _forget(self._key)
+
+    def _write_free(self, last_run: dict[str, Any] | None) -> None:
+        meta = self.read_meta() or {}
+        record: dict[str, Any] = {
+            "state": "free", "last_run_id": meta.get("run_id") or meta.get("last_run_id"),
+            "released_at": iso(utcnow())}
+        if last_run:
+            record["last_run"] = last_run
+        if _written(self.meta_path, record):
+            return
+        # No room for the new record beside the old: a "held" record left by a run that
+        # ended would read as a crash. Unlinking needs no space and frees the old record's
+        # block for the new one; the lock file itself is never touched. With no record at
+        # all the lock reads as free, which it is.
+        try:
+            self.meta_path.unlink(missing_ok=True)
+        except OSError:
+            return  # read-only: the next holder tells an ended run by its database row
+        _written(self.meta_path, record)
 
     @property
     def held(self) -> bool:
         return self._lock is not None
+
+
+def _reserve(key: str) -> bool:
+    """Claim lock file `key` for this process, unless it holds (or is taking) it already."""
+    with _HELD_GUARD:
+        if key in _HELD:
+            return False
+        _HELD.add(key)
+        return True
+
+
+def _forget(key: str) -> None:
+    with _HELD_GUARD:
+        _HELD.discard(key)
 
 
 class HeartbeatThread:
@@ -152,11 +260,7 @@ class HeartbeatThread:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                self._lock.heartbeat()
-            except OSError:
-                # A full disk must not kill the run; the next beat tries again.
-                continue
+            self._lock.heartbeat()
 
     def stop(self) -> None:
         self._stop.set()
@@ -217,6 +321,15 @@ def held_by_live_run(holder: dict[str, Any] | None) -> bool:
     return True
 
 
+def holder_died(holder: dict[str, Any] | None) -> bool:
+    """Whether a lock's record names a run on this host whose process is gone."""
+    if not holder or holder.get("state") != "held":
+        return False
+    pid = holder.get("pid")
+    return (holder.get("host") == socket.gethostname() and isinstance(pid, int)
+            and not pid_alive(pid))
+
+
 def inspect(lock: RunLock, stale_after: float, now: datetime | None = None) -> LockState:
     """The state of a lock we do not hold, told by trying the OS lock for an instant.
 
@@ -227,7 +340,10 @@ def inspect(lock: RunLock, stale_after: float, now: datetime | None = None) -> L
     got = lock.try_acquire()
     if isinstance(got, Busy):
         meta = got.holder or {}
-        state = "stale" if is_stale(meta, stale_after, now) else "held"
+        # A dead holder whose lock is still taken (by a process it left behind, or one
+        # outside this pid namespace) is a crashed run all the same.
+        state = ("crashed" if holder_died(meta) else
+                 "stale" if is_stale(meta, stale_after, now) else "held")
     else:
         meta = lock.read_meta() or {}
         lock.release(keep_meta=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from jobrunner.memory.format import (
 from jobrunner.redact import Redactor
 
 HISTORY_KEEP = 30
+NOT_WRITTEN = "memory not written"  # how a note for the report says the write failed
 _VERSION = re.compile(r"^(?P<stamp>\d{8}T\d{12}Z)-(?P<tag>.+?)(?:-(?P<kind>proposal))?\.md$")
 FAILED_STATUSES = ("aborted", "crashed", "limit")
 # Stops that are the operator's to fix (the key, its permissions, the model's name): they
@@ -210,7 +212,11 @@ def hold_agent(project: Any, agent: str, owner: str, job: str, wait: float,
     if isinstance(got, Busy):
         return got.holder or {}
     assert isinstance(got, Acquired)
-    lock.mark_held(owner, job, agent=agent)
+    try:
+        lock.mark_held(owner, job, agent=agent)
+    except BaseException:
+        lock.release(keep_meta=True)
+        raise
     return lock
 
 
@@ -252,7 +258,17 @@ def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Mem
     """Write the agent's rewrite and jobrunner's failure-log line, once, at the end of the
     session (the caller holds the agent's lock). A person's edit made during the session
     wins: the agent's version goes to history/ as a proposal and `memory.conflict` is
-    alerted. Returns a note for the report ("" when all went as planned)."""
+    alerted. Returns a note for the report ("" when all went as planned); a disk that
+    refuses the write is such a note too, not a failure of the run."""
+    try:
+        return _write_after_run(project, job, run_id, path, memory, raw, update, line, trace)
+    except OSError as exc:
+        trace.emit("memory.not_written", reason=str(exc))
+        return f"{NOT_WRITTEN} ({path}): {exc.strerror or exc}"
+
+
+def _write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Memory,
+                     raw: bytes, update: Any, line: str | None, trace: Any) -> str:
     budget = job.spec.memory.budget_tokens
     if update is None and line is None:
         return ""
@@ -268,7 +284,7 @@ def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Mem
             base = decode(current, path)
         except MemoryFileError as exc:
             trace.emit("memory.not_written", reason=str(exc))
-            return (note + f"\nmemory not written: {exc}").strip()
+            return (note + f"\n{NOT_WRITTEN}: {exc}").strip()
         update = None  # the person's version stays; only jobrunner's own line goes on it
         if line is None:
             return note
@@ -307,7 +323,13 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
     """A run died without finishing (kill -9, OOM, reboot): put it in the agent's failure
     log, as if the run had written it. Best effort under the agent's lock: a memory that
     is busy or unreadable is left alone (the crash is still recorded and alerted)."""
-    lock = hold_agent(project, job.agent, f"crash-note-{meta.get('run_id')}", job.name, 5.0)
+    try:
+        lock = hold_agent(project, job.agent, f"crash-note-{meta.get('run_id')}", job.name,
+                          5.0)
+    except errors.StateError as exc:
+        print(f"jobrunner: {job.name}: could not note the crash of run {meta.get('run_id')} "
+              f"in the memory: {exc}", file=sys.stderr)
+        return
     if not isinstance(lock, RunLock):
         return
     try:
@@ -320,8 +342,11 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
                             f"the process (pid {meta.get('pid')} on {meta.get('host')}) died "
                             "mid-run; whatever it was doing may be half done", [])
         updated = with_failure_line(memory, line, job.spec.memory.budget_tokens)
-        save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
-             project.redactor(),
-             keep=lambda: history_keep(project, job.agent))
+        try:
+            save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
+                 project.redactor(), keep=lambda: history_keep(project, job.agent))
+        except OSError as exc:
+            print(f"jobrunner: {job.name}: could not note the crash of run "
+                  f"{meta.get('run_id')} in {path}: {exc.strerror or exc}", file=sys.stderr)
     finally:
         lock.release()

@@ -24,10 +24,12 @@ def record_crash(project: Any, store: Store, meta: dict[str, Any], job: Any = No
     row = store.get_run(run_id) if run_id else None
     where = f"pid {meta.get('pid')} on {meta.get('host')}"
     if row and (row["status"] == "running" or reason != "process_died"):
-        store.update_run(run_id, status="crashed", ended_at=row["ended_at"] or iso(utcnow()),
-                         stop_reason=reason, report=f"run {run_id} ({where}) {how}",
-                         exit_code=errors.EXIT_FAILED)
-        if job is not None and row["status"] == "running":
+        # Only one of the processes that find the same dead run records it (and notes it).
+        changed = store.update_run(
+            run_id, where_status="running" if reason == "process_died" else None,
+            status="crashed", ended_at=row["ended_at"] or iso(utcnow()), stop_reason=reason,
+            report=f"run {run_id} ({where}) {how}", exit_code=errors.EXIT_FAILED)
+        if job is not None and changed and row["status"] == "running":
             memory_store.note_crash(project, job, meta)
     alerts.emit(project, "run.crashed", meta.get("job"), run_id,
                 f"run {run_id} of {meta.get('job')} {how} ({where})",
@@ -36,11 +38,80 @@ def record_crash(project: Any, store: Store, meta: dict[str, Any], job: Any = No
 
 def handle_left_behind(project: Any, store: Store, lock: RunLock, meta: dict[str, Any],
                        job: Any) -> None:
-    """We hold the OS lock and found a holder record left by a dead process: mark the
-    record crashed first (so a launcher arriving meanwhile does not take the dead run for a
-    live, stale one), then record the run and alert."""
+    """We hold the OS lock and found a holder record left by a dead process. A run that
+    ended (its end is in the database or in its trace) is no crash: its release could not
+    rewrite the record (a full disk). Otherwise mark the record crashed first (so a
+    launcher arriving meanwhile does not take the dead run for a live, stale one), then
+    record the run and alert."""
+    run_id = meta.get("run_id")
+    row = store.get_run(run_id) if run_id else None
+    if row and row["status"] != "running":
+        return
+    if row and settle(project, store, row, None):
+        return
     lock.mark_crashed(meta)
     record_crash(project, store, meta, job)
+
+
+def settle(project: Any, store: Store, row: dict[str, Any],
+           last_run: dict[str, Any] | None) -> bool:
+    """Record the end of a run left `running` in the database by a process that is gone,
+    from the lock's release record (`last_run`) or else the run's own trace. Returns
+    whether either knew how it ended."""
+    from jobrunner.state.traces import read_trace, trace_path
+
+    fields: dict[str, Any] | None = None
+    if last_run and last_run.get("run_id") == row["id"]:
+        fields = {k: last_run.get(k) for k in ("status", "stop_reason", "exit_code",
+                                                "ended_at", "report")}
+    else:
+        ends = [e for e in read_trace(trace_path(project.state_dir, row["id"]))
+                if e.get("event") == "run.end" and e.get("status")]
+        if ends:
+            end = ends[-1]
+            fields = {"status": end["status"], "stop_reason": end.get("stop_reason"),
+                      "exit_code": end.get("exit_code"), "ended_at": end.get("at"),
+                      "report": end.get("report")}
+    if fields is None:
+        return False
+    note = "recorded afterwards: the state database refused it at the time"
+    fields["report"] = "\n".join(filter(None, [fields.get("report"), note]))
+    store.update_run(row["id"], where_status="running", **fields)
+    return True
+
+
+def settle_unrecorded(project: Any, store: Store, job: Any,
+                      previous: dict[str, Any] | None) -> None:
+    """Under the job's lock no other run of it lives, so a run of it still `running` in
+    the database ended without its end reaching it (a full disk). Record that end from the
+    lock's release record or the run's trace; failing both, the outcome is unknown: it
+    is recorded `aborted` (`end_not_recorded`), never taken for a crash."""
+    # Called after handle_left_behind: a run left `held` is settled or crashed by now.
+    last_run = (previous or {}).get("last_run")
+    for row in store.running_runs(job.name):
+        if settle(project, store, row, last_run):
+            continue
+        store.update_run(
+            row["id"], where_status="running", status="aborted",
+            stop_reason="end_not_recorded", ended_at=iso(utcnow()),
+            exit_code=errors.EXIT_FAILED,
+            report=f"run {row['id']} (pid {row['pid']} on {row['host']}) ended, but neither "
+                   "the state database nor its lock's record could take how (a full or "
+                   f"read-only state disk?); its outcome is unknown: see `jobrunner show "
+                   f"{row['id']}`")
+
+
+def on_orphaned(project: Any, store: Store, job: Any, lock: RunLock,
+                holder: dict[str, Any]) -> str:
+    """The lock's recorded holder died, yet its OS lock is still taken (by a process it
+    left behind that took the lock itself, or one outside this pid namespace): record the
+    run crashed and alert once; no run can start until that process lets go. Returns the
+    report."""
+    record_crash(project, store, holder, job,
+                 how="died without finishing, and another process still holds its lock")
+    return (f"{job.name}: run {holder.get('run_id')} (pid {holder.get('pid')}) died without "
+            f"finishing, but its lock {lock.path} is still held by another process; this run "
+            f"did not start (find that process with `fuser -v {lock.path}`)")
 
 
 def stale_message(job: Any, holder: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +26,7 @@ from jobrunner.locks.file import (
     RunLock,
     heartbeat_interval,
     held_by_live_run,
+    holder_died,
     is_stale,
 )
 from jobrunner.redact import Redactor
@@ -66,6 +67,21 @@ class RunOutcome:
     exit_code: int
     stop_reason: str = ""
     report: str = ""
+    # What went wrong keeping the run's record (a full state disk): said on stderr even
+    # when the run completed. `recorded`: whether the state database has the run's end.
+    problems: list[str] = field(default_factory=list)
+    recorded: bool = True
+
+    def last_run(self) -> dict[str, Any]:
+        """The run's end as the lock's release record carries it, for the next holder to
+        record should the database have refused it."""
+        record: dict[str, Any] = {"run_id": self.run_id, "status": self.status,
+                                  "stop_reason": self.stop_reason,
+                                  "exit_code": self.exit_code, "ended_at": iso(utcnow()),
+                                  "recorded": self.recorded}
+        if not self.recorded:
+            record["report"] = self.report[:2000]
+        return record
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -120,7 +136,10 @@ def run_job(
     from jobrunner.memory.format import refuse_symlinks
 
     refuse_symlinks(project.memory_dir, job.agent)
-    store = project.store()
+    try:
+        store = project.store()
+    except errors.StateError as exc:
+        raise errors.StateError(f"{job.name}: the run did not start: {exc}") from exc
     run_id = new_run_id(now)
     paused = pause.is_paused(store, job.name)
     if paused:
@@ -139,6 +158,11 @@ def run_job(
     got = lock.try_acquire()
     if isinstance(got, Busy) and not held_by_live_run(got.holder):
         got = lock.try_acquire(timeout=1.0)  # an instant's hold, not a run: wait it out
+    if isinstance(got, Busy) and holder_died(got.holder):
+        from jobrunner.run import recovery
+
+        report = recovery.on_orphaned(project, store, job, lock, got.holder or {})
+        return _not_now(store, job, run_id, trigger, slot, "lock_orphaned", "jobrunner: " + report)
     if isinstance(got, Busy):
         holder = got.holder or {}
         if not is_stale(holder, job.spec.lock.stale_after):
@@ -168,6 +192,7 @@ def run_job(
         from jobrunner.run import recovery
         if got.left_behind:
             recovery.handle_left_behind(project, store, lock, got.left_behind, job)
+        recovery.settle_unrecorded(project, store, job, got.previous)
         crashed = lock.read_meta() or {}
         if crashed.get("state") == "crashed" and job.spec.lock.after_crash == "hold":
             keep_meta = True  # stays visible until `jobrunner unlock`
@@ -181,20 +206,31 @@ def run_job(
             _skip(store, job, run_id, trigger, slot,
                   f"slot {iso(slot)} already run by run {taken['id']} ({taken['trigger']})")
             return RunOutcome(run_id, job.name, "skipped", errors.EXIT_OK, "slot_taken")
-        lock.mark_held(run_id, job.name, trigger=trigger)
-        beat = HeartbeatThread(lock, heartbeat_interval(job.spec.lock.stale_after)).start()
         try:
-            # Tools open project files by relative path, wherever jobrunner was started
-            # (cron starts in the home folder).
-            with contextlib.chdir(project.root):
+            lock.mark_held(run_id, job.name, trigger=trigger)
+        except errors.StateError as exc:
+            raise errors.StateError(f"{job.name}: the run did not start: {exc}") from exc
+        beat = HeartbeatThread(lock, heartbeat_interval(job.spec.lock.stale_after)).start()
+        from jobrunner.tools.dispatch import exit_guarded
+
+        # Until the run is recorded, a tool's os._exit fails the call, not the process.
+        # Tools open project files by relative path, wherever jobrunner was started
+        # (cron starts in the home folder).
+        with exit_guarded(), contextlib.chdir(project.root):
+            try:
                 outcome = _run_locked(project, store, job, run_id, trigger, slot,
                                       now or utcnow())
-        finally:
-            beat.stop()
-        recovery.after_run(project, store, job, run_id, outcome.status)
+            finally:
+                beat.stop()
+            try:
+                recovery.after_run(project, store, job, run_id, outcome.status)
+            except errors.StateError as exc:
+                outcome.problems.append(f"the pause state could not be updated: {exc}")
+                outcome.report = "\n".join([outcome.report, outcome.problems[-1]]).strip()
         return outcome
     finally:
-        lock.release(keep_meta=keep_meta)
+        lock.release(keep_meta=keep_meta,
+                     last_run=outcome.last_run() if outcome is not None else None)
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous_handler)
         if outcome is not None:
@@ -223,11 +259,14 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
     client = client_for(job.spec.model, project.root)
     price = project.settings.prices().get(job.spec.model, REPLAY_PRICE)
     redactor = store.redactor
-    store.insert_run(
-        id=run_id, job=job.name, agent=job.agent, status="running", trigger=trigger,
-        slot=iso(slot), started_at=iso(now), pid=os.getpid(), host=socket.gethostname(),
-        model=job.spec.model,
-    )
+    try:
+        store.insert_run(
+            id=run_id, job=job.name, agent=job.agent, status="running", trigger=trigger,
+            slot=iso(slot), started_at=iso(now), pid=os.getpid(), host=socket.gethostname(),
+            model=job.spec.model,
+        )
+    except errors.StateError as exc:
+        raise errors.StateError(f"{job.name}: the run did not start: {exc}") from exc
     trace = Trace(trace_path(project.state_dir, run_id), run_id, redactor)
     trace.emit("run.start", job=job.name, agent=job.agent, trigger=trigger, slot=iso(slot),
                model=job.spec.model, pid=os.getpid())
@@ -286,15 +325,20 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
                 f"step {a.step}: {a.tool}: {a.outcome}" for a in marked)
         if memory_note:
             report = (report + "\n" + memory_note).strip()
+        problems = [memory_note] if memory_store.NOT_WRITTEN in memory_note else []
         return _finish(project, store, trace, job, run_id, result.status, result.stop_reason,
-                       report, result, redactor)
+                       report, result, redactor, problems)
     except Terminated:
         if raw is not None:
             memory_store.write_after_run(project, job, run_id, memory_file, memory, raw, None,
                                          memory_store.terminated_line(job, run_id), trace)
         return _finish(project, store, trace, job, run_id, "aborted", "terminated",
                        "the run was stopped by SIGTERM", result, redactor)
-    except Exception as exc:  # our own bug or the disk: recorded, reported, alerted
+    except errors.StateError as exc:  # the state disk refused a write mid-run
+        return _finish(project, store, trace, job, run_id, "aborted", "state_unwritable",
+                       f"jobrunner: {job.name}: run {run_id} ended ABORTED: the state could "
+                       f"not be written: {exc}", result, redactor)
+    except Exception as exc:  # our own bug: recorded, reported, alerted
         trace.emit("run.internal_error", error=f"{type(exc).__name__}: {exc}",
                    traceback=traceback.format_exc())
         return _finish(project, store, trace, job, run_id, "aborted", "internal_error",
@@ -354,9 +398,13 @@ def build_report(job: Job, run_id: str, result, redactor: Redactor) -> str:
 
 
 def _finish(project, store, trace, job, run_id, status, stop_reason, report, result,
-            redactor) -> RunOutcome:
-    """Record the end of a run, trace it, alert on it."""
+            redactor, problems: list[str] | None = None) -> RunOutcome:
+    """Trace the end of a run, record it, alert on it. A state disk that refuses the
+    trace or the record is reported, never raised: the lock's release record then
+    carries the end for the next run to record."""
     from jobrunner.alerts import outbox as alerts
+
+    problems = list(problems or [])
     report = redactor.text(report)
     state = result.state if result else None
     fields: dict[str, Any] = {
@@ -374,14 +422,29 @@ def _finish(project, store, trace, job, run_id, status, stop_reason, report, res
         )
         if stop_reason == "max_cost_usd_per_day" and state.steps == 0:
             fields["exit_code"] = errors.EXIT_TEMPFAIL  # the day's budget was spent already
-    store.update_run(run_id, **fields)
+    # The trace first: should the database refuse the record, the trace still has it.
     trace.emit("run.end", status=status, stop_reason=stop_reason, report=report or None,
                exit_code=fields["exit_code"])
+    trace.sync()
+    if trace.incomplete:
+        problems.append(trace.incomplete)
+    unsaid = [p for p in problems if p not in report]  # a memory note is in it already
+    if unsaid:
+        fields["report"] = report = "\n".join([report, *unsaid]).strip()
+    recorded = True
+    try:
+        store.update_run(run_id, **fields)
+    except errors.StateError as exc:
+        recorded = False
+        problems.append(f"the end of run {run_id} ({status}) could not be recorded: {exc}; "
+                        "the next run records it")
+        report = "\n".join([report, problems[-1]]).strip()
     event = ALERT_BY_STATUS.get(status)
     if event:
         first = report.splitlines()[0] if report else f"{job.name}: {status} ({stop_reason})"
         alerts.emit(project, event, job.name, run_id, first,
                     {"status": status, "stop_reason": stop_reason, "report": report},
                     cause=stop_reason, job_events=list(job.spec.alerts.events))
-    return RunOutcome(run_id, job.name, status, fields["exit_code"], stop_reason, report)
+    return RunOutcome(run_id, job.name, status, fields["exit_code"], stop_reason, report,
+                      problems, recorded)
 

@@ -60,7 +60,7 @@ def check(project: Any, now: datetime | None = None) -> list[Finding]:
 
 def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[Finding]:
     from jobrunner.alerts import outbox as alerts
-    from jobrunner.locks.file import Acquired, RunLock, inspect
+    from jobrunner.locks.file import Acquired, RunLock, holder_died, inspect
     from jobrunner.run import recovery
     from jobrunner.run.runner import locks_dir
 
@@ -90,6 +90,11 @@ def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[
     if state.state != "crashed":
         return []
     got = lock.try_acquire()
+    if not isinstance(got, Acquired) and holder_died(got.holder):
+        got = lock.try_acquire(timeout=1.0)  # as a run does: an instant's hold, waited out
+        if not isinstance(got, Acquired) and holder_died(got.holder):
+            return [Finding("crashed", job.name, recovery.on_orphaned(
+                project, store, job, lock, got.holder or {}), state.as_json())]
     if not isinstance(got, Acquired):
         return []  # a run started meanwhile; it handles what was left
     try:

@@ -3,18 +3,58 @@ and always come back with a structured outcome, whatever the tool did."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
+import os
 import random
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from jobrunner.tools.api import ToolResult, ToolSpec
 
 # Threads of timed-out tools still running; the CLI exits hard if any remain at the end.
 _ORPHANS: list[threading.Thread] = []
+
+# The process's own exit, kept before any run can replace it (see `exit_guarded`).
+real_exit = os._exit
+_GUARD = {"depth": 0, "pid": 0}
+_GUARD_LOCK = threading.Lock()
+
+
+class ExitRefused(BaseException):
+    """A tool (or a thread it left) called os._exit while a run was live. A BaseException,
+    so a tool's own `except Exception` does not swallow it and carry on."""
+
+
+def _refuse_exit(status: int) -> NoReturn:
+    if os.getpid() != _GUARD["pid"]:
+        real_exit(status)  # a child the tool forked: its exit is its own
+    raise ExitRefused(f"os._exit({status}) was called during the run; the process was "
+                      "not ended")
+
+
+@contextlib.contextmanager
+def exit_guarded() -> Iterator[None]:
+    """While a run is live, os._exit in its process raises ExitRefused instead: a tool
+    that calls it fails like any tool that raises (stop-and-report), and the run is
+    recorded, never left `running` by its own process vanishing."""
+    with _GUARD_LOCK:
+        _GUARD["depth"] += 1
+        if _GUARD["depth"] == 1:
+            _GUARD["pid"] = os.getpid()
+            os._exit = _refuse_exit
+    try:
+        yield
+    finally:
+        with _GUARD_LOCK:
+            _GUARD["depth"] -= 1
+            if _GUARD["depth"] == 0:
+                os._exit = real_exit
 
 
 @dataclass
@@ -126,3 +166,16 @@ def execute(
 def orphaned_tools() -> list[threading.Thread]:
     """Timed-out tool threads that are still running."""
     return [t for t in _ORPHANS if t.is_alive()]
+
+
+def left_running() -> bool:
+    """Whether something a tool left would keep the process from exiting (or must not
+    be waited for): a timed-out tool thread, a non-daemon thread, a multiprocessing child
+    (joined at exit)."""
+    main = threading.main_thread()
+    if orphaned_tools() or any(t is not main and t is not threading.current_thread()
+                               and not t.daemon and t.is_alive()
+                               for t in threading.enumerate()):
+        return True
+    children = sys.modules.get("multiprocessing")
+    return bool(children is not None and children.active_children())
