@@ -32,7 +32,21 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     try:
         yield disk
     finally:
+        # Memory folders bound onto the disk (see `memory_on`) first, then the disk.
+        for line in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+            target = line.split()[1]
+            if target.startswith(str(tmp_path)) and target != str(disk):
+                subprocess.run(["umount", target], check=True)
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def memory_on(disk: Path, root: Path) -> None:
+    """The project's memory folder on `disk`, through a bind mount (jobrunner refuses a
+    memory folder that is a symlink): its writes fail like the state's."""
+    shutil.move(root / "memory", disk / "memory")
+    (root / "memory").mkdir()
+    subprocess.run(["mount", "--bind", str(disk / "memory"), str(root / "memory")],
+                   check=True)
 
 
 def fill(disk: Path, leave: int) -> Path:
@@ -62,9 +76,7 @@ def test_a_full_state_disk_ends_every_run_in_an_honest_reported_state(example_pr
     text = settings.read_text().splitlines()
     settings.write_text("\n".join([f'state_dir = "{tmpfs / "state"}"', *text[1:]]) + "\n")
     project.state = tmpfs / "state"
-    # The memory on the full disk too, through a link: its writes fail like the state's.
-    shutil.move(project.root / "memory", tmpfs / "memory")
-    (project.root / "memory").symlink_to(tmpfs / "memory")
+    memory_on(tmpfs, project.root)  # the memory on the full disk too
     first = project.run("run", "daily-email")
     assert first.code == 0, first.stderr
     template = tmp_path / "template"  # state and memory after one completed run
@@ -72,8 +84,10 @@ def test_a_full_state_disk_ends_every_run_in_an_honest_reported_state(example_pr
 
     seen = []
     for level in LEVELS:
-        for item in tmpfs.iterdir():
-            shutil.rmtree(item)
+        for item in [*tmpfs.iterdir(), *(tmpfs / "memory").iterdir()]:
+            if item.name == "memory" and item.parent == tmpfs:
+                continue  # the bind mount's source: emptied, never removed
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
         shutil.copytree(template, tmpfs, dirs_exist_ok=True)
         _vary_the_memory(project.root, f"check the numbers again ({level} bytes free)")
         filler = fill(tmpfs, level)
@@ -109,8 +123,7 @@ def test_a_full_state_disk_ends_every_run_in_an_honest_reported_state(example_pr
 def test_a_memory_the_disk_refuses_is_a_note_in_the_report_not_a_failed_run(example_project,
                                                                           tmpfs):
     project = example_project
-    shutil.move(project.root / "memory", tmpfs / "memory")
-    (project.root / "memory").symlink_to(tmpfs / "memory")
+    memory_on(tmpfs, project.root)
     _vary_the_memory(project.root, "check the numbers again")
     before = project.memory("daily-email")
     fill(tmpfs, 0)
