@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -187,9 +188,10 @@ def test_a_waiter_queues_at_the_server_until_the_holder_releases(pg_url):
         state.lock("job-wait").try_acquire(timeout=60)))
     waiter.start()
     with state._read() as db:  # the waiter is in the server's queue
-        while not db.one("SELECT 1 AS waiting FROM pg_locks WHERE locktype = 'advisory' "
-                         "AND NOT granted"):
-            pass
+        while not db.one("SELECT 1 AS waiting FROM pg_locks l JOIN pg_database d ON "
+                         "d.oid = l.database WHERE l.locktype = 'advisory' AND NOT l.granted "
+                         "AND d.datname = current_database()"):
+            time.sleep(0.01)
     holder.release()
     waiter.join()
     [got] = results

@@ -7,6 +7,12 @@ The database (or a schema of it, through `options=-csearch_path=NAME` in the URL
 belongs to one project. `project` is that project's identity, the same on every host:
 advisory locks are per database, not per schema, so it is part of every lock key.
 
+Clocks: what the state stamps itself (slot claims, ledger outcomes, delivery claims,
+channel backoffs, lock records and heartbeats) is the server's clock, as is
+`deliveries_due`'s staleness; the times callers pass in (a run's `started_at`, an
+alert's `at` and cooldown, an approval's expiry) are their host's, compared with
+times from that same caller's kind: a few seconds of skew against hours of TTL.
+
 psycopg is an optional extra (`pip install 'jobrunner[postgres]'`), imported when a
 PostgreSQL state is opened.
 """
