@@ -291,3 +291,120 @@ class StateContract:
         assert state.ledger_get(key) is not None  # the key itself was not masked
         assert state.get_run("r1").job == "token"
         assert state.approval_pending_for(key).id == "cd12cd34"
+
+    # -- read-then-write sections under concurrency ---------------------------------------
+
+    def test_an_alert_raised_at_once_by_many_is_recorded_once(self):
+        state = self.state()
+        ids: list[int | None] = []
+        barrier = threading.Barrier(8)
+
+        def raise_alert() -> None:
+            barrier.wait()
+            ids.append(self.record(state, repeat_after=None))
+            state.close()
+
+        threads = [threading.Thread(target=raise_alert) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len([i for i in ids if i is not None]) == 1
+        assert [a.repeats for a in state.alerts_recent(10)] == [7]
+
+    def test_failures_of_one_channel_at_once_all_count(self):
+        state = self.state()
+        barrier = threading.Barrier(8)
+
+        def fail() -> None:
+            barrier.wait()
+            state.channel_failed("webhook-1", "HTTP 500", 1, 10**6)
+            state.close()
+
+        threads = [threading.Thread(target=fail) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        retry_at = datetime.fromisoformat(state.channels_resting()["webhook-1"])
+        # Eight failures: the next try waits 2^7 = 128 s; seven would have been 64 s.
+        assert retry_at - state.now() > timedelta(seconds=100)
+
+    # -- traces ---------------------------------------------------------------------------
+
+    def test_a_trace_keeps_its_events_in_order_redacted(self):
+        state = self.state()
+        for seq in (1, 2, 3):
+            state.trace_write("r1", json.dumps({"seq": seq, "event": "step",
+                                                "text": f"key {SECRET}"}))
+        state.trace_write("r2", json.dumps({"seq": 1, "event": "other"}))
+        events = state.trace_read("r1")
+        assert [e["seq"] for e in events] == [1, 2, 3]
+        assert SECRET not in json.dumps(events)
+        assert [e["event"] for e in state.trace_read("r2")] == ["other"]
+        assert state.trace_read("unknown") == []
+
+    def test_writers_appending_to_one_trace_at_once_lose_nothing(self):
+        state = self.state()
+        barrier = threading.Barrier(4)
+
+        def write(writer: int) -> None:
+            barrier.wait()
+            for n in range(25):
+                state.trace_write("r1", json.dumps({"writer": writer, "n": n,
+                                                    "pad": "x" * 2000}))
+            state.close()
+
+        threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        events = state.trace_read("r1")
+        assert len(events) == 100
+        for writer in range(4):  # each writer's events in its own order
+            assert [e["n"] for e in events if e["writer"] == writer] == list(range(25))
+
+    # -- locks ----------------------------------------------------------------------------
+
+    def test_a_lock_is_held_by_one_and_records_its_holder(self):
+        state = self.state()
+        first = state.lock("job-x")
+        got = first.try_acquire()
+        assert type(got).__name__ == "Acquired"
+        assert (got.left_behind, got.previous) == (None, None) and first.held
+        meta = first.mark_held("r1", "x", trigger="cron")
+        assert (meta["state"], meta["run_id"], meta["trigger"]) == ("held", "r1", "cron")
+        busy = state.lock("job-x").try_acquire()
+        assert type(busy).__name__ == "Busy" and busy.holder["run_id"] == "r1"
+        assert type(state.lock("job-y").try_acquire()).__name__ == "Acquired"
+        first.heartbeat()
+        assert first.read_meta()["heartbeat_at"] >= meta["heartbeat_at"]
+        first.release()
+        assert not first.held
+        assert state.lock("job-x").read_meta() == {
+            "state": "free", "last_run_id": "r1",
+            "released_at": state.lock("job-x").read_meta()["released_at"]}
+        again = state.lock("job-x")
+        got = again.try_acquire()
+        assert got.left_behind is None and got.previous["state"] == "free"
+        again.release()
+
+    def test_a_holder_gone_without_release_is_left_behind_until_recorded(self):
+        state = self.state()
+        dead = state.lock("job-x")
+        dead.try_acquire()
+        dead.mark_held("r1", "x")
+        dead.release(keep_meta=True)  # the record stays "held", as when a holder dies
+        lock = state.lock("job-x")
+        got = lock.try_acquire()
+        assert got.left_behind["run_id"] == "r1"
+        lock.mark_crashed(got.left_behind)
+        lock.release(keep_meta=True)
+        crashed = state.lock("job-x").read_meta()
+        assert (crashed["state"], crashed["run_id"]) == ("crashed", "r1")
+        assert crashed["recorded_at"]
+        last = state.lock("job-x")
+        got = last.try_acquire()
+        assert got.left_behind is None and got.previous["state"] == "crashed"
+        last.release()

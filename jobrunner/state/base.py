@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
 from typing import Any, Protocol
 
+from jobrunner.clock import utcnow
 from jobrunner.redact import Redactor
 
 
@@ -82,6 +84,38 @@ class Backend:
     def _tx(self) -> Iterator[Writer]:
         with self._writing() as rows:
             yield Writer(rows, self.redactor)
+
+    def _now(self, db: Rows) -> datetime:
+        """The time every writer of this state agrees on, read on `db`: the times the
+        mixins write themselves (claims, outcomes, backoffs) and compare later, maybe
+        from another process or host, come from here. An embedded state has one host:
+        its clock."""
+        return utcnow()
+
+    def now(self) -> datetime:
+        """This state's clock (see `_now`), for callers comparing the times it wrote
+        (heartbeat ages, say)."""
+        with self._read() as db:
+            return self._now(db)
+
+    def _serialize(self, db: Rows, what: str) -> None:
+        """Until `db`'s transaction ends, no other write transaction passes this call
+        for the same `what`: a section that reads, then writes what it read (a cooldown,
+        a counter) runs once at a time. SQLite's write transactions are exclusive
+        already (BEGIN IMMEDIATE)."""
+
+    def lock(self, key: str) -> Any:
+        """The lock of one job (`job-NAME`) or one agent's memory (`agent-NAME`), with
+        the interface of `jobrunner.lock.RunLock`."""
+        raise NotImplementedError
+
+    def trace_write(self, run_id: str, line: str) -> None:
+        """Append one event (a JSON text, one line) to the run's trace, redacted."""
+        raise NotImplementedError
+
+    def trace_read(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's trace events, in the order written ([] for an unknown run)."""
+        raise NotImplementedError
 
     def describe(self) -> str:
         """Which backend this is and where, for `validate` and `doctor` (no secret)."""

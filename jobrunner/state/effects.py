@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobrunner.clock import iso, utcnow
+from jobrunner.clock import iso
 from jobrunner.hosts import this_host
 from jobrunner.state.base import Backend, Ident
 from jobrunner.state.records import (
@@ -62,9 +62,9 @@ class EffectsMixin(Backend):
                      pid: int, approval_id: str | None = None
                      ) -> Claimed | AlreadyDone | Blocked:
         """Record the intent of a call, unless the key is done or its outcome unknown."""
-        owner = (Ident(run_id), Ident(approval_id) if approval_id else None, pid,
-                 Ident(this_host()), iso(utcnow()))
         with self._tx() as db:
+            owner = (Ident(run_id), Ident(approval_id) if approval_id else None, pid,
+                     Ident(this_host()), iso(self._now(db)))
             row = db.one(
                 "INSERT INTO ledger (key, job, tool, args, status, run_id, approval_id, pid, "
                 "host, attempts, intent_at) VALUES (?, ?, ?, ?, 'intent', ?, ?, ?, ?, 1, ?) "
@@ -89,13 +89,14 @@ class EffectsMixin(Backend):
         """The outcome of a claimed call: done, failed or in_doubt."""
         with self._tx() as db:
             db.run("UPDATE ledger SET status = ?, outcome_at = ?, result = ?, error = ? "
-                   "WHERE key = ?", (Ident(status), iso(utcnow()), result, error, Ident(key)))
+                   "WHERE key = ?", (Ident(status), iso(self._now(db)), result, error,
+                                     Ident(key)))
 
     def ledger_resolve(self, key: str, was: str, status: str, user: str,
                        result: str | None) -> bool:
         """An operator's word on an in-doubt call; False if the entry changed meanwhile."""
-        now = iso(utcnow())
         with self._tx() as db:
+            now = iso(self._now(db))
             return db.run(
                 "UPDATE ledger SET status = ?, resolved_by = ?, resolved_at = ?, result = ?, "
                 "outcome_at = COALESCE(outcome_at, ?) WHERE key = ? AND status = ?",

@@ -1,10 +1,16 @@
-"""Alerts, their cooldowns and the outbox of deliveries, in SQL every backend reads."""
+"""Alerts, their cooldowns and the outbox of deliveries, in SQL every backend reads.
+
+A delivery's claim is a lease: `updated_at` is written by the state's clock (`_now`) and
+another process, maybe on another host, takes the delivery over once it is older than
+`stale_claim`. An alert's `at` and `repeat_after` are the caller's, as are approvals'
+times: both ends of those comparisons come from the host that calls.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from jobrunner.clock import iso, utcnow
+from jobrunner.clock import iso
 from jobrunner.state.base import Backend, Ident
 from jobrunner.state.records import AlertRow, Delivery
 
@@ -22,6 +28,12 @@ def _delivery(row: dict[str, Any]) -> Delivery:
     return Delivery(**{k: row[k] for k in _DELIVERY_FIELDS}, body=row.get("body") or "")
 
 
+def _same_job(job: str | None) -> tuple[str, tuple[Any, ...]]:
+    """`job = ?`, or `job IS NULL` for alerts about no job (`? IS NULL` has no type for
+    PostgreSQL to infer)."""
+    return ("job = ?", (Ident(job),)) if job else ("job IS NULL", ())
+
+
 class OutboxMixin(Backend):
     """An alert is recorded once per cause and cooldown; each channel's delivery is a row
     that stays `pending` until it is delivered."""
@@ -32,12 +44,13 @@ class OutboxMixin(Backend):
         """Insert the alert with a pending delivery per channel, or count it as a repeat
         (None) when one with the same event, job and cause was raised after
         `repeat_after` (ISO text; None: ever)."""
-        key = (Ident(event), Ident(job) if job else None, Ident(job) if job else None,
-               Ident(cause))
+        job_is, job_params = _same_job(job)
         with self._tx() as db:
-            last = db.one("SELECT id, at FROM alerts WHERE event = ? AND (job = ? OR "
-                          "(job IS NULL AND ? IS NULL)) AND cause = ? ORDER BY id DESC LIMIT 1",
-                          key)
+            # Two processes raising the same alert at once: one inserts, one counts a repeat.
+            self._serialize(db, f"alert {event} {job or ''} {cause}")
+            last = db.one(f"SELECT id, at FROM alerts WHERE event = ? AND {job_is} AND "
+                          "cause = ? ORDER BY id DESC LIMIT 1",
+                          (Ident(event), *job_params, Ident(cause)))
             if last and (repeat_after is None or last["at"] >= repeat_after):
                 db.run("UPDATE alerts SET repeats = repeats + 1, last_repeat_at = ? "
                        "WHERE id = ?", (at, last["id"]))
@@ -55,10 +68,10 @@ class OutboxMixin(Backend):
 
     def alert_raised(self, event: str, job: str | None, cause: str) -> bool:
         """Whether an alert for this event, job and cause was ever raised."""
+        job_is, job_params = _same_job(job)
         with self._read() as db:
-            return db.one("SELECT 1 AS found FROM alerts WHERE event = ? AND (job = ? OR "
-                          "(job IS NULL AND ? IS NULL)) AND cause = ?",
-                          (event, job, job, cause)) is not None
+            return db.one(f"SELECT 1 AS found FROM alerts WHERE event = ? AND {job_is} AND "
+                          "cause = ?", (event, *job_params, cause)) is not None
 
     def last_cause(self, event: str, job: str) -> str | None:
         """The greatest cause of `event` alerts for `job` (slots are causes of job.missed)."""
@@ -86,14 +99,14 @@ class OutboxMixin(Backend):
             return db.run(
                 "UPDATE alert_deliveries SET status = 'sending', updated_at = ? WHERE "
                 "alert_id = ? AND channel = ? AND status = ? AND updated_at = ?",
-                (iso(utcnow()), delivery.alert_id, Ident(delivery.channel),
+                (iso(self._now(db)), delivery.alert_id, Ident(delivery.channel),
                  Ident(delivery.status), Ident(delivery.updated_at))) == 1
 
     def delivery_set(self, alert_id: int, channel: str, status: str,
                      error: str | None) -> None:
         """Record a delivery attempt's end: delivered, pending again, or abandoned."""
-        now = iso(utcnow())
         with self._tx() as db:
+            now = iso(self._now(db))
             db.run("UPDATE alert_deliveries SET status = ?, attempts = attempts + ?, "
                    "last_error = ?, updated_at = ?, delivered_at = ? "
                    "WHERE alert_id = ? AND channel = ?",
@@ -125,7 +138,7 @@ class OutboxMixin(Backend):
         with self._read() as db:
             return {r["channel"]: r["retry_at"] for r in db.all(
                 "SELECT channel, retry_at FROM channel_backoff WHERE retry_at > ?",
-                (iso(utcnow()),))}
+                (iso(self._now(db)),))}
 
     def channel_failed(self, channel: str, error: str, first_delay: float,
                        max_delay: float) -> None:
@@ -134,6 +147,8 @@ class OutboxMixin(Backend):
         from datetime import timedelta
 
         with self._tx() as db:
+            # Two senders failing at once both count: the read and the write are one step.
+            self._serialize(db, f"backoff {channel}")
             row = db.one("SELECT failures FROM channel_backoff WHERE channel = ?",
                          (Ident(channel),))
             failures = (row["failures"] if row else 0) + 1
@@ -142,7 +157,8 @@ class OutboxMixin(Backend):
                    "VALUES (?, ?, ?, ?) ON CONFLICT (channel) DO UPDATE SET failures = "
                    "excluded.failures, retry_at = excluded.retry_at, "
                    "last_error = excluded.last_error",
-                   (Ident(channel), failures, iso(utcnow() + timedelta(seconds=delay)), error))
+                   (Ident(channel), failures, iso(self._now(db) + timedelta(seconds=delay)),
+                    error))
 
     def channel_ok(self, channel: str) -> None:
         with self._tx() as db:

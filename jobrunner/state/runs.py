@@ -6,7 +6,7 @@ from dataclasses import astuple
 from datetime import datetime
 from typing import Any
 
-from jobrunner.clock import iso, utcnow
+from jobrunner.clock import iso
 from jobrunner.state.base import Backend, Ident
 from jobrunner.state.records import RUN_COLUMNS, Pause, RunRecord
 
@@ -84,7 +84,7 @@ class RunsMixin(Backend):
                 return str(taken["id"])
             if db.one("INSERT INTO slots (job, slot, run_id, claimed_at) VALUES (?, ?, ?, ?) "
                       "ON CONFLICT (job, slot) DO NOTHING RETURNING run_id",
-                      (Ident(job), Ident(text), Ident(run_id), iso(utcnow()))):
+                      (Ident(job), Ident(text), Ident(run_id), iso(self._now(db)))):
                 return None
             holder = db.one("SELECT run_id FROM slots WHERE job = ? AND slot = ?",
                             (Ident(job), Ident(text)))
@@ -142,11 +142,11 @@ class RunsMixin(Backend):
                 "VALUES (?, 1, ?, ?, ?) ON CONFLICT (job) DO UPDATE SET paused = 1, "
                 "paused_at = excluded.paused_at, reason = excluded.reason, "
                 "run_id = excluded.run_id WHERE pauses.paused = 0 RETURNING job",
-                (Ident(job), iso(utcnow()), reason, Ident(run_id) if run_id else None),
+                (Ident(job), iso(self._now(db)), reason, Ident(run_id) if run_id else None),
             ) is not None
 
     def resume(self, job: str) -> bool:
         """Lift the pause; True when the job was paused."""
         with self._tx() as db:
             return db.run("UPDATE pauses SET paused = 0, resumed_at = ? "
-                          "WHERE job = ? AND paused = 1", (iso(utcnow()), Ident(job))) == 1
+                          "WHERE job = ? AND paused = 1", (iso(self._now(db)), Ident(job))) == 1

@@ -6,6 +6,7 @@ A migration, once released, is never edited: a new one is appended.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -210,6 +211,48 @@ class SQLiteState(State):
 
     def describe(self) -> str:
         return f"sqlite {self.path}"
+
+    def lock(self, key: str) -> Any:
+        """A file lock in `STATE_DIR/locks` (`jobrunner.lock.RunLock`): it dies with its
+        process, and holds between processes of this host only."""
+        from jobrunner.lock import RunLock
+
+        return RunLock(self.dir / "locks", key)
+
+    def _trace_path(self, run_id: str) -> Path:
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise ValueError(f"not a run id: {run_id!r}")
+        return self.dir / "traces" / f"{run_id}.jsonl"
+
+    def trace_write(self, run_id: str, line: str) -> None:
+        """Append to `STATE_DIR/traces/RUN_ID.jsonl`: one os.write per line on an
+        O_APPEND descriptor, so a line is never split, even when another process (an
+        approval decided mid-run) appends to the same trace at the same moment."""
+        if "\n" in line:
+            raise ValueError("a trace event is one line")
+        path = self._trace_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = (self.redactor.text(line) + "\n").encode("utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+
+    def trace_read(self, run_id: str) -> list[dict[str, Any]]:
+        """The trace's events; a torn last line (a crash mid-write) is skipped."""
+        path = self._trace_path(run_id)
+        if not path.is_file():
+            return []
+        events = []
+        # A kill mid-write can tear a multibyte character too: never fail on the bytes.
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return events
 
     def _connection(self) -> sqlite3.Connection:
         key = (os.getpid(), threading.get_ident(), str(self.path))
