@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.pg_locks --reps 50
 
 One round is what a run does with its job lock: `try_acquire()`, `mark_held(...)`,
-`release()`. The file lock is `jobrunner.lock.RunLock` in a temporary folder; the
+`release()`. The file lock is `jobrunner.locks.file.RunLock` in a temporary folder; the
 PostgreSQL one is `PostgresLock` on a real server this script starts (as the tests do),
 over its unix socket and over TCP on 127.0.0.1 with a password. Each PostgreSQL round
 opens the lock's own connection (a lock never comes from a pool), which is most of its
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import median, percentile
-from jobrunner.lock import Acquired, RunLock
+from jobrunner.locks.file import Acquired, RunLock
 from jobrunner.redact import Redactor
 from jobrunner.state.postgres import PostgresState
 from tests.pg_server import PgServer

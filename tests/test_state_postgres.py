@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobrunner.errors import ConfigError, StateError
-from jobrunner.lock import Acquired, Busy
+from jobrunner.locks.file import Acquired, Busy
 from jobrunner.redact import Redactor
 from jobrunner.state.postgres import MIGRATIONS, LockLost, PostgresState
 from tests.state_contract import StateContract

@@ -106,7 +106,7 @@ class Backend:
 
     def lock(self, key: str) -> Any:
         """The lock of one job (`job-NAME`) or one agent's memory (`agent-NAME`), with
-        the interface of `jobrunner.lock.RunLock`."""
+        the interface of `jobrunner.locks.file.RunLock`."""
         raise NotImplementedError
 
     def trace_write(self, run_id: str, line: str) -> None:

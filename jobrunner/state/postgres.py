@@ -495,7 +495,7 @@ class PostgresLock:
     holder's socket closes; the server notices a vanished host through TCP keepalives
     in about 25 s). It never comes from a pool: a pooled connection outlives its user,
     and so would the lock. Who holds it is recorded in `lock_holders`, with the times
-    from the server's clock. Mirrors `jobrunner.lock.RunLock`.
+    from the server's clock. Mirrors `jobrunner.locks.file.RunLock`.
     """
 
     def __init__(self, state: PostgresState, key: str) -> None:
@@ -535,7 +535,7 @@ class PostgresLock:
     def try_acquire(self, timeout: float = 0.0) -> Any:
         """Take the lock without waiting (or up to `timeout` seconds, queued at the
         server: no polling). Acquired(left_behind, previous) | Busy(holder)."""
-        from jobrunner.lock import Acquired, Busy
+        from jobrunner.locks.file import Acquired, Busy
 
         if self.held:
             return Busy(self.read_meta())  # as a second file lock in one process

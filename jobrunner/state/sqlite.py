@@ -213,9 +213,9 @@ class SQLiteState(State):
         return f"sqlite {self.path}"
 
     def lock(self, key: str) -> Any:
-        """A file lock in `STATE_DIR/locks` (`jobrunner.lock.RunLock`): it dies with its
+        """A file lock in `STATE_DIR/locks` (`jobrunner.locks.file.RunLock`): it dies with its
         process, and holds between processes of this host only."""
-        from jobrunner.lock import RunLock
+        from jobrunner.locks.file import RunLock
 
         return RunLock(self.dir / "locks", key)
 
