@@ -116,9 +116,8 @@ def export_run(project: Project, run_id: str) -> ExportResult | None:
     target = export_target(project)
     if target is None:
         return None
-    from jobrunner.state.traces import read_trace, trace_path
 
-    events = read_trace(trace_path(project.state_dir, run_id))
+    events = project.store().trace_read(run_id)
     return send(target, events, project.redactor())
 
 

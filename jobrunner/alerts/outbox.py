@@ -19,17 +19,19 @@ to the project's channels, with a cooldown and an outbox.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
-import sqlite3
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from jobrunner.clock import iso, utcnow
 from jobrunner.errors import JobrunnerError
-from jobrunner.store import Store, iso, utcnow
+from jobrunner.state import State
+
+log = logging.getLogger("jobrunner")
 
 # Channels that failed during this process: not retried again by it (bounded slowness).
 _BROKEN: set[str] = set()
@@ -163,7 +165,7 @@ def _raise(project, event, job, run_id, message, details, cause, once, job_event
         store = project.store()
         alert_id = _record(store, alert, cause, once, alert_settings(project).cooldown,
                            body, [channel_key(c) for c in channels])
-    except (sqlite3.Error, JobrunnerError) as exc:
+    except JobrunnerError as exc:
         # The log below still has it; say why the channels were not tried.
         alert.details["outbox_error"] = redactor.text(str(exc))
         body = json.dumps(alert.model_dump())
@@ -176,36 +178,19 @@ def _raise(project, event, job, run_id, message, details, cause, once, job_event
     except OSError as exc:
         # A full or read-only disk must not break the run that is alerting; the outbox
         # (if it could be written) and the channels still carry the alert.
-        print(f"jobrunner: could not write the alert log: {exc}", file=sys.stderr)
+        log.warning("could not write the alert log: %s", exc)
     if alert_id > 0 and channels:
         deliver_pending(project, alert_ids=[alert_id])
     return alert, alert_id
 
 
-def _record(store: Store, alert: Alert, cause: str, once: bool, cooldown: float, body: str,
+def _record(store: State, alert: Alert, cause: str, once: bool, cooldown: float, body: str,
             channel_keys: list[str]) -> int | None:
     """Insert the alert and its deliveries, or count it as a repeat (returns None)."""
-    with store.transaction() as conn:
-        row = conn.execute(
-            "SELECT id, at FROM alerts WHERE event = ? AND job IS ? AND cause = ? "
-            "ORDER BY id DESC LIMIT 1", (alert.event, alert.job, cause),
-        ).fetchone()
-        since = iso(utcnow() - timedelta(seconds=cooldown)) or ""
-        if row and (once or row["at"] >= since):
-            conn.execute("UPDATE alerts SET repeats = repeats + 1, last_repeat_at = ? "
-                         "WHERE id = ?", (alert.at, row["id"]))
-            return None
-        cursor = conn.execute(
-            "INSERT INTO alerts (event, job, run_id, cause, message, at, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (alert.event, alert.job, alert.run_id, cause, alert.message, alert.at, body),
-        )
-        alert_id = int(cursor.lastrowid or 0)
-        conn.executemany(
-            "INSERT INTO alert_deliveries (alert_id, channel, status, updated_at) "
-            "VALUES (?, ?, 'pending', ?)", [(alert_id, key, alert.at) for key in channel_keys],
-        )
-    return alert_id
+    repeat_after = None if once else iso(utcnow() - timedelta(seconds=cooldown))
+    return store.alert_record(event=alert.event, job=alert.job, run_id=alert.run_id,
+                              cause=cause, message=alert.message, at=alert.at, body=body,
+                              channels=channel_keys, repeat_after=repeat_after)
 
 
 def alert_invalid(project: Any, problems: list[str]) -> None:
@@ -226,14 +211,6 @@ def alert_invalid(project: Any, problems: list[str]) -> None:
              cause=hashlib.sha256(problem.encode()).hexdigest()[:16], once=True)
 
 
-def already_sent(store: Store, event: str, job: str | None, cause: str) -> bool:
-    """Whether an alert for this event, job and cause was ever raised."""
-    with store.connect() as conn:
-        row = conn.execute("SELECT 1 FROM alerts WHERE event = ? AND job IS ? AND cause = ?",
-                           (event, job, cause)).fetchone()
-    return row is not None
-
-
 def deliver_pending(project: Any, alert_ids: list[int] | None = None,
                     force: bool = False) -> dict[str, int]:
     """Try every pending delivery (or those of `alert_ids`); returns counts by outcome.
@@ -248,94 +225,38 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None,
     try:
         store = project.store()
         channels = {channel_key(c): c for c in alert_settings(project).channels}
-        resting = set() if force or alert_ids is not None else _backing_off(store)
-        stale_claim = iso(utcnow() - _CLAIM_TIMEOUT)
-        query = ("SELECT d.alert_id, d.channel, d.status, d.updated_at, a.body "
-                 "FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id "
-                 "WHERE (d.status = 'pending' OR (d.status = 'sending' AND d.updated_at < ?))")
-        params: list[Any] = [stale_claim]
-        if alert_ids is not None:
-            query += f" AND d.alert_id IN ({', '.join('?' for _ in alert_ids)})"
-            params += alert_ids
-        with store.connect() as conn:
-            rows = [dict(r) for r in conn.execute(query + " ORDER BY d.alert_id", params)]
-        for row in rows:
-            key = row["channel"]
+        resting = set() if force or alert_ids is not None else set(store.channels_resting())
+        for delivery in store.deliveries_due(alert_ids, iso(utcnow() - _CLAIM_TIMEOUT) or ""):
+            key = delivery.channel
             channel = channels.get(key)
             if channel is None:
-                _set_status(store, row, "abandoned", "channel no longer in jobrunner.toml")
+                store.delivery_set(delivery.alert_id, key, "abandoned",
+                                   "channel no longer in jobrunner.toml")
                 counts["abandoned"] += 1
                 continue
             if key in resting:
                 counts["backing_off"] += 1
                 continue
-            if key in _BROKEN or not _claim(store, row):
+            if key in _BROKEN or not store.delivery_claim(delivery):
                 continue
-            error = send(project, channel, json.loads(row["body"]))
+            error = send(project, channel, json.loads(delivery.body))
             if error is None:
-                _set_status(store, {**row, "status": "sending"}, "delivered", None)
-                _channel_ok(store, key)
+                store.delivery_set(delivery.alert_id, key, "delivered", None)
+                store.channel_ok(key)
                 counts["delivered"] += 1
             else:
                 _BROKEN.add(key)
                 # Redacted before it is cut short (the store would mask only whole secrets).
                 error = store.redactor.text(error)[:500]
-                _set_status(store, {**row, "status": "sending"}, "pending", error)
-                _channel_failed(store, key, error, alert_settings(project))
+                store.delivery_set(delivery.alert_id, key, "pending", error)
+                policy = alert_settings(project)
+                store.channel_failed(key, error, policy.retry_backoff,
+                                     policy.retry_backoff_max)
                 counts["failed"] += 1
-    except (sqlite3.Error, JobrunnerError):
+    except JobrunnerError:
         # The outbox keeps what it has; the next invocation tries again.
         counts["failed"] += 1
     return counts
-
-
-def _backing_off(store: Store) -> set[str]:
-    with store.connect() as conn:
-        return {r["channel"] for r in conn.execute(
-            "SELECT channel FROM channel_backoff WHERE retry_at > ?", (iso(utcnow()),))}
-
-
-def _channel_failed(store: Store, key: str, error: str, policy: Any) -> None:
-    """One more consecutive failure: the next sweep waits `retry_backoff`, doubling per
-    failure up to `retry_backoff_max`."""
-    with store.transaction() as conn:
-        row = conn.execute("SELECT failures FROM channel_backoff WHERE channel = ?",
-                           (key,)).fetchone()
-        failures = (row["failures"] if row else 0) + 1
-        delay = timedelta(seconds=min(policy.retry_backoff * 2 ** min(failures - 1, 20),
-                                      max(policy.retry_backoff, policy.retry_backoff_max)))
-        conn.execute(
-            "INSERT INTO channel_backoff (channel, failures, retry_at, last_error) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (channel) DO UPDATE SET failures = "
-            "excluded.failures, retry_at = excluded.retry_at, last_error = excluded.last_error",
-            (key, failures, iso(utcnow() + delay), error))
-
-
-def _channel_ok(store: Store, key: str) -> None:
-    with store.transaction() as conn:
-        conn.execute("DELETE FROM channel_backoff WHERE channel = ?", (key,))
-
-
-def _claim(store: Store, row: dict[str, Any]) -> bool:
-    """Take a delivery for this process, so two processes never send it twice."""
-    with store.transaction() as conn:
-        cursor = conn.execute(
-            "UPDATE alert_deliveries SET status = 'sending', updated_at = ? "
-            "WHERE alert_id = ? AND channel = ? AND status = ? AND updated_at = ?",
-            (iso(utcnow()), row["alert_id"], row["channel"], row["status"], row["updated_at"]),
-        )
-        return cursor.rowcount == 1
-
-
-def _set_status(store: Store, row: dict[str, Any], status: str, error: str | None) -> None:
-    now = iso(utcnow())
-    with store.transaction() as conn:
-        conn.execute(
-            "UPDATE alert_deliveries SET status = ?, attempts = attempts + ?, last_error = ?, "
-            "updated_at = ?, delivered_at = ? WHERE alert_id = ? AND channel = ?",
-            (status, 0 if status == "abandoned" else 1, error, now,
-             now if status == "delivered" else None, row["alert_id"], row["channel"]),
-        )
 
 
 def send_test(project: Any) -> list[dict[str, Any]]:
@@ -351,14 +272,12 @@ def send_test(project: Any) -> list[dict[str, Any]]:
                 "error": None}]
     statuses = {}
     if alert_id and alert_id > 0:
-        with project.store().connect() as conn:
-            statuses = {r["channel"]: dict(r) for r in conn.execute(
-                "SELECT * FROM alert_deliveries WHERE alert_id = ?", (alert_id,))}
+        statuses = {d.channel: d for d in project.store().deliveries_of(alert_id)}
     for channel in channels:
-        row = statuses.get(channel_key(channel), {})
-        ok = row.get("status") == "delivered"
-        results.append({"channel": channel_label(channel), "ok": ok,
-                        "error": None if ok else row.get("last_error") or "not attempted"})
+        found = statuses.get(channel_key(channel))
+        ok = found is not None and found.status == "delivered"
+        results.append({"channel": channel_label(channel), "ok": ok, "error": None if ok
+                        else (found.last_error if found else None) or "not attempted"})
     return results
 
 
@@ -366,32 +285,21 @@ def recent(project: Any, limit: int = 20) -> list[dict[str, Any]]:
     """The newest alerts with each channel's delivery state, newest first."""
     store = project.store()
     labels = {channel_key(c): channel_label(c) for c in alert_settings(project).channels}
-    with store.connect() as conn:
-        rows = [dict(r) for r in conn.execute(
-            "SELECT * FROM alerts ORDER BY id DESC LIMIT ?", (limit,))]
-        resting = {r["channel"]: r["retry_at"] for r in conn.execute(
-            "SELECT channel, retry_at FROM channel_backoff WHERE retry_at > ?",
-            (iso(utcnow()),))}
-        out = []
-        for row in rows:
-            deliveries = [
-                {"channel": labels.get(d["channel"], d["channel"]), "status": d["status"],
-                 "attempts": d["attempts"], "error": d["last_error"],
-                 "delivered_at": d["delivered_at"],
-                 "retry_at": resting.get(d["channel"]) if d["status"] == "pending" else None}
-                for d in conn.execute("SELECT * FROM alert_deliveries WHERE alert_id = ? "
-                                      "ORDER BY channel", (row["id"],))
-            ]
-            alert = json.loads(row["body"])
-            alert.update(id=row["id"], cause=row["cause"], repeats=row["repeats"],
-                         deliveries=deliveries)
-            out.append(alert)
+    resting = store.channels_resting()
+    out = []
+    for row in store.alerts_recent(limit):
+        deliveries = [
+            {"channel": labels.get(d.channel, d.channel), "status": d.status,
+             "attempts": d.attempts, "error": d.last_error, "delivered_at": d.delivered_at,
+             "retry_at": resting.get(d.channel) if d.status == "pending" else None}
+            for d in store.deliveries_of(row.id)
+        ]
+        alert = json.loads(row.body)
+        alert.update(id=row.id, cause=row.cause, repeats=row.repeats, deliveries=deliveries)
+        out.append(alert)
     return out
 
 
 def undelivered(project: Any) -> int:
     """How many deliveries are still waiting in the outbox."""
-    with project.store().connect() as conn:
-        row = conn.execute("SELECT COUNT(*) FROM alert_deliveries "
-                           "WHERE status IN ('pending', 'sending')").fetchone()
-    return int(row[0])
+    return project.store().undelivered()

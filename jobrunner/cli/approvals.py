@@ -34,7 +34,7 @@ def approvals(
     """The queue of high-risk calls proposed by agents, waiting for a person."""
     from jobrunner.effects import approvals as queue
     redactor = _redactor(ctx)
-    rows = [a.as_json(redactor) for a in queue.listing(_store(ctx), everything)]
+    rows = [redactor.data(a.as_json()) for a in queue.listing(_store(ctx), everything)]
     if as_json:
         print_json(rows)
         return

@@ -25,8 +25,7 @@ def locks(
     """Lock state of every job: free, held (by which run, for how long), stale, crashed."""
     from jobrunner.config.jobfile import LockPolicy
     from jobrunner.config.jobs import load_job
-    from jobrunner.locks.file import RunLock, inspect
-    from jobrunner.run.runner import locks_dir
+    from jobrunner.locks.file import inspect
 
     proj = project(ctx)
     records = []
@@ -35,7 +34,7 @@ def locks(
             stale_after = load_job(proj, name).spec.lock.stale_after
         except JobrunnerError:
             stale_after = LockPolicy().stale_after
-        state = inspect(RunLock(locks_dir(proj), f"job-{name}"), stale_after)
+        state = inspect(proj.store().lock(f"job-{name}"), stale_after)
         records.append({"job": name, **state.as_json()})
     if as_json:
         print_json(records)
@@ -52,13 +51,12 @@ def locks(
 def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")) -> None:
     """Clear what a crashed run left on a job's lock. Refuses while a live process holds it."""
     from jobrunner.config.jobs import load_job
-    from jobrunner.locks.file import Busy, RunLock
+    from jobrunner.locks.file import Busy
     from jobrunner.run import recovery
-    from jobrunner.run.runner import locks_dir
 
     proj = project(ctx)
     job = load_job(proj, name)
-    lock = RunLock(locks_dir(proj), f"job-{job.name}")
+    lock = proj.store().lock(f"job-{job.name}")
     got = lock.try_acquire()
     if isinstance(got, Busy):
         holder = got.holder or {}

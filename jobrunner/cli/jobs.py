@@ -95,8 +95,8 @@ def list_jobs(
             "timezone": job.spec.timezone,
             "next_run": job.schedule().next_after(now).isoformat(),
             "next_run_local": _next_text(job, now),
-            "last_status": last["status"] if last else None,
-            "last_run_at": last["started_at"] if last else None,
+            "last_status": last.status if last else None,
+            "last_run_at": last.started_at if last else None,
             "paused": is_paused(store, job.name),
         })
     if as_json:

@@ -46,14 +46,13 @@ def replay(
     play the same model turns offline, against today's tools and guards.
     """
     from jobrunner.models.replay import ReplayScript
-    from jobrunner.state.traces import read_trace, trace_path
 
     proj = project(ctx)
-    row = proj.store().get_run(run_id)
+    row = proj.store().find_run(run_id)
     if row is None:
         raise NotFoundError(f"no run {run_id!r} (see `jobrunner runs`)")
-    script = script_from_trace(row, read_trace(trace_path(proj.state_dir, row["id"])))
+    script = script_from_trace(row, proj.store().trace_read(row.id))
     if not script["turns"]:
-        raise NotFoundError(f"run {row['id']} has no model turns in its trace to replay")
+        raise NotFoundError(f"run {row.id} has no model turns in its trace to replay")
     ReplayScript.model_validate(script)  # what we write, the replay model must read
     sys.stdout.write(json.dumps(script, indent=1) + "\n")

@@ -72,9 +72,9 @@ def _slot(text: str) -> datetime:
 
 
 def _duration(row: dict) -> str:
-    from jobrunner.store import parse_iso
+    from jobrunner.clock import parse_iso
 
-    start, end = parse_iso(row["started_at"]), parse_iso(row["ended_at"])
+    start, end = parse_iso(row.started_at), parse_iso(row.ended_at)
     if not start or not end:
         return "-"
     seconds = (end - start).total_seconds()
@@ -89,19 +89,18 @@ def runs(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Run history, newest first."""
-    from jobrunner.store import run_as_json
 
     store = project(ctx).store()
     rows = store.list_runs(name, limit)
     if as_json:
-        print_json([run_as_json(r) for r in rows])
+        print_json([r.as_json() for r in rows])
         return
     if not rows:
         typer.echo("no runs yet")
         return
-    out = [[r["id"], r["job"], r["status"], r["trigger"], (r["started_at"] or "")[:19],
-            _duration(r), str(r["steps"]), str(r["tool_calls"]), f"${r['cost_usd']:.4f}",
-            r["stop_reason"] or ""] for r in rows]
+    out = [[r.id, r.job, r.status, r.trigger, (r.started_at or "")[:19],
+            _duration(r), str(r.steps), str(r.tool_calls), f"${r.cost_usd:.4f}",
+            r.stop_reason or ""] for r in rows]
     typer.echo(table(out, ["RUN", "JOB", "STATUS", "TRIGGER", "STARTED (UTC)", "TOOK",
                            "STEPS", "TOOLS", "COST", "STOP REASON"]))
 
@@ -162,29 +161,27 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="The raw trace events as JSON."),
 ) -> None:
     """One run's record and its trace, step by step."""
-    from jobrunner.state.traces import read_trace, trace_path
-    from jobrunner.store import run_as_json
 
     proj = project(ctx)
-    row = proj.store().get_run(run_id)
+    row = proj.store().find_run(run_id)
     if row is None:
         raise NotFoundError(f"no run {run_id!r} (see `jobrunner runs`)")
-    events = read_trace(trace_path(proj.state_dir, row["id"]))
+    events = proj.store().trace_read(row.id)
     if as_json:
-        print_json({"run": run_as_json(row), "trace": events})
+        print_json({"run": row.as_json(), "trace": events})
         return
-    typer.echo(f"run {row['id']}  job {row['job']}  status {row['status']}  "
-               f"trigger {row['trigger']}")
-    typer.echo(f"started {row['started_at']}  ended {row['ended_at'] or '-'}  "
-               f"steps {row['steps']}  tool calls {row['tool_calls']}  "
-               f"tokens {row['input_tokens']} in / {row['output_tokens']} out  "
-               f"cost ${row['cost_usd']:.4f}")
-    if row["stop_reason"]:
-        typer.echo(f"stop reason: {row['stop_reason']}")
-    if row.get("summary"):
-        typer.echo(f"summary: {row['summary']}")
-    if row["report"]:
-        typer.echo("report:\n" + row["report"])
+    typer.echo(f"run {row.id}  job {row.job}  status {row.status}  "
+               f"trigger {row.trigger}")
+    typer.echo(f"started {row.started_at}  ended {row.ended_at or '-'}  "
+               f"steps {row.steps}  tool calls {row.tool_calls}  "
+               f"tokens {row.input_tokens} in / {row.output_tokens} out  "
+               f"cost ${row.cost_usd:.4f}")
+    if row.stop_reason:
+        typer.echo(f"stop reason: {row.stop_reason}")
+    if row.summary:
+        typer.echo(f"summary: {row.summary}")
+    if row.report:
+        typer.echo("report:\n" + row.report)
     if events:
         typer.echo("trace:")
         for event in events:

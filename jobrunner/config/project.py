@@ -16,7 +16,7 @@ from jobrunner.errors import ConfigError
 
 if TYPE_CHECKING:
     from jobrunner.redact import Redactor
-    from jobrunner.store import Store
+    from jobrunner.state import State
 
 SETTINGS_FILE = "jobrunner.toml"
 
@@ -263,8 +263,8 @@ class Project:
             self._redactor = (values, Redactor(list(values)))
         return self._redactor[1]
 
-    def store(self) -> Store:
-        """The state database, writing through the project's Redactor."""
-        from jobrunner.store import Store
+    def store(self) -> State:
+        """The project's state (see `jobrunner.state`), writing through its Redactor."""
+        from jobrunner.state import open_state
 
-        return Store.open(self.state_dir, self.redactor())
+        return open_state(self)

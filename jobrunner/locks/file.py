@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner import errors
-from jobrunner.store import iso, parse_iso, utcnow
+from jobrunner.clock import iso, parse_iso, utcnow
 
 # The lock files this process holds (or is taking this instant), by path. A second
 # RunLock on one of them must find it busy without opening it: its close would drop ours.

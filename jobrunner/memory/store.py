@@ -196,7 +196,7 @@ def find_version(path: Path, ref: str | None) -> Version:
 
 
 def agent_lock(project: Any, agent: str) -> RunLock:
-    return RunLock(project.state_dir / "locks", f"agent-{agent}")
+    return project.store().lock(f"agent-{agent}")
 
 
 def hold_agent(project: Any, agent: str, owner: str, job: str, wait: float,
@@ -233,7 +233,7 @@ def busy_message(agent: str, holder: dict[str, Any]) -> str:
 
 
 def _today(job: Any) -> str:
-    from jobrunner.store import utcnow
+    from jobrunner.clock import utcnow
 
     return utcnow().astimezone(job.schedule().zone).date().isoformat()
 

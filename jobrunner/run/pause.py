@@ -3,66 +3,45 @@ paused until `jobrunner resume NAME`, so cron cannot burn money in a loop."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from jobrunner.store import Store, iso, utcnow
+from jobrunner.events import UNFINISHED, Status
+from jobrunner.state import State
+from jobrunner.state.records import Pause
 
 # Statuses that count towards a pause; `completed` resets the count. Skipped, paused,
 # running and needs_approval runs are neither (the job did not fail, nor succeed).
-FAILED = ("failed", "partial", "aborted", "limit", "crashed")
-COUNTED = (*FAILED, "completed")
+FAILED = tuple(str(s) for s in UNFINISHED)
+COUNTED = (*FAILED, str(Status.COMPLETED))
 
 
-def is_paused(store: Store, job: str) -> dict[str, Any] | None:
+def is_paused(store: State, job: str) -> Pause | None:
     """The pause record of `job`, or None when it is not paused."""
-    with store.connect() as conn:
-        row = conn.execute("SELECT * FROM pauses WHERE job = ? AND paused = 1", (job,)).fetchone()
-    return dict(row) if row else None
+    record = store.pause_of(job)
+    return record if record is not None and record.paused else None
 
 
-def pause(store: Store, job: str, reason: str, run_id: str | None) -> bool:
+def pause(store: State, job: str, reason: str, run_id: str | None) -> bool:
     """Pause `job`; True when it was not paused already (so `job.paused` is sent once)."""
-    now = iso(utcnow())
-    with store.transaction() as conn:
-        row = conn.execute("SELECT paused FROM pauses WHERE job = ?", (job,)).fetchone()
-        if row and row["paused"]:
-            return False
-        conn.execute(
-            "INSERT INTO pauses (job, paused, paused_at, reason, run_id) VALUES (?, 1, ?, ?, ?) "
-            "ON CONFLICT (job) DO UPDATE SET paused = 1, paused_at = excluded.paused_at, "
-            "reason = excluded.reason, run_id = excluded.run_id",
-            (job, now, reason, run_id),
-        )
-    return True
+    return store.pause(job, reason, run_id)
 
 
-def resume(store: Store, job: str) -> bool:
+def resume(store: State, job: str) -> bool:
     """Lift the pause; True when the job was paused. Failures before now stop counting."""
-    with store.transaction() as conn:
-        cursor = conn.execute("UPDATE pauses SET paused = 0, resumed_at = ? "
-                              "WHERE job = ? AND paused = 1", (iso(utcnow()), job))
-        return cursor.rowcount == 1
+    return store.resume(job)
 
 
-def recent_outcomes(store: Store, job: str, limit: int, since_resume: bool = True) -> list[str]:
+def recent_outcomes(store: State, job: str, limit: int, since_resume: bool = True) -> list[str]:
     """Statuses of the job's last `limit` finished runs that count (newest first), since
     the last `resume` unless `since_resume` is False."""
-    with store.connect() as conn:
-        row = conn.execute("SELECT resumed_at FROM pauses WHERE job = ?", (job,)).fetchone()
-        since = (row["resumed_at"] if row and since_resume else None) or ""
-        marks = ", ".join("?" for _ in COUNTED)
-        rows = conn.execute(
-            f"SELECT status FROM runs WHERE job = ? AND status IN ({marks}) AND started_at >= ? "
-            "ORDER BY started_at DESC, rowid DESC LIMIT ?", (job, *COUNTED, since, limit),
-        ).fetchall()
-    return [r["status"] for r in rows]
+    record = store.pause_of(job) if since_resume else None
+    since = (record.resumed_at if record else None) or ""
+    return store.statuses(job, COUNTED, since, limit)
 
 
-def consecutive_failures(store: Store, job: str, limit: int) -> int:
+def consecutive_failures(store: State, job: str, limit: int) -> int:
     """How many of the newest counted runs (up to `limit`) did not complete, in a row."""
     count = 0
     for status in recent_outcomes(store, job, limit):
-        if status == "completed":
+        if status == Status.COMPLETED:
             break
         count += 1
     return count

@@ -10,11 +10,13 @@ import socket
 from typing import Any
 
 from jobrunner import errors
+from jobrunner.clock import iso, utcnow
 from jobrunner.locks.file import Acquired, Busy, RunLock, pid_alive
-from jobrunner.store import Store, iso, utcnow
+from jobrunner.state import State
+from jobrunner.state.records import RunRecord
 
 
-def record_crash(project: Any, store: Store, meta: dict[str, Any], job: Any = None,
+def record_crash(project: Any, store: State, meta: dict[str, Any], job: Any = None,
                  reason: str = "process_died", how: str = "died without finishing") -> None:
     """A run died holding the lock (kill -9, OOM, reboot, or stopped as stale): record it
     `crashed`, note it in the agent's failure log, and alert `run.crashed` once for that run."""
@@ -23,20 +25,20 @@ def record_crash(project: Any, store: Store, meta: dict[str, Any], job: Any = No
     run_id = meta.get("run_id")
     row = store.get_run(run_id) if run_id else None
     where = f"pid {meta.get('pid')} on {meta.get('host')}"
-    if row and (row["status"] == "running" or reason != "process_died"):
+    if row and (row.status == "running" or reason != "process_died"):
         # Only one of the processes that find the same dead run records it (and notes it).
         changed = store.update_run(
             run_id, where_status="running" if reason == "process_died" else None,
-            status="crashed", ended_at=row["ended_at"] or iso(utcnow()), stop_reason=reason,
+            status="crashed", ended_at=row.ended_at or iso(utcnow()), stop_reason=reason,
             report=f"run {run_id} ({where}) {how}", exit_code=errors.EXIT_FAILED)
-        if job is not None and changed and row["status"] == "running":
+        if job is not None and changed and row.status == "running":
             memory_store.note_crash(project, job, meta)
     alerts.emit(project, "run.crashed", meta.get("job"), run_id,
                 f"run {run_id} of {meta.get('job')} {how} ({where})",
                 {"lock": meta, "stop_reason": reason}, cause=run_id or "", once=True)
 
 
-def handle_left_behind(project: Any, store: Store, lock: RunLock, meta: dict[str, Any],
+def handle_left_behind(project: Any, store: State, lock: RunLock, meta: dict[str, Any],
                        job: Any) -> None:
     """We hold the OS lock and found a holder record left by a dead process. A run that
     ended (its end is in the database or in its trace) is no crash: its release could not
@@ -45,7 +47,7 @@ def handle_left_behind(project: Any, store: Store, lock: RunLock, meta: dict[str
     record the run and alert."""
     run_id = meta.get("run_id")
     row = store.get_run(run_id) if run_id else None
-    if row and row["status"] != "running":
+    if row and row.status != "running":
         return
     if row and settle(project, store, row, None):
         return
@@ -53,19 +55,18 @@ def handle_left_behind(project: Any, store: Store, lock: RunLock, meta: dict[str
     record_crash(project, store, meta, job)
 
 
-def settle(project: Any, store: Store, row: dict[str, Any],
+def settle(project: Any, store: State, row: RunRecord,
            last_run: dict[str, Any] | None) -> bool:
     """Record the end of a run left `running` in the database by a process that is gone,
     from the lock's release record (`last_run`) or else the run's own trace. Returns
     whether either knew how it ended."""
-    from jobrunner.state.traces import read_trace, trace_path
 
     fields: dict[str, Any] | None = None
-    if last_run and last_run.get("run_id") == row["id"]:
+    if last_run and last_run.get("run_id") == row.id:
         fields = {k: last_run.get(k) for k in ("status", "stop_reason", "exit_code",
                                                 "ended_at", "report")}
     else:
-        ends = [e for e in read_trace(trace_path(project.state_dir, row["id"]))
+        ends = [e for e in store.trace_read(row.id)
                 if e.get("event") == "run.end" and e.get("status")]
         if ends:
             end = ends[-1]
@@ -76,11 +77,11 @@ def settle(project: Any, store: Store, row: dict[str, Any],
         return False
     note = "recorded afterwards: the state database refused it at the time"
     fields["report"] = "\n".join(filter(None, [fields.get("report"), note]))
-    store.update_run(row["id"], where_status="running", **fields)
+    store.update_run(row.id, where_status="running", **fields)
     return True
 
 
-def settle_unrecorded(project: Any, store: Store, job: Any,
+def settle_unrecorded(project: Any, store: State, job: Any,
                       previous: dict[str, Any] | None) -> None:
     """Under the job's lock no other run of it lives, so a run of it still `running` in
     the database ended without its end reaching it (a full disk). Record that end from the
@@ -92,16 +93,16 @@ def settle_unrecorded(project: Any, store: Store, job: Any,
         if settle(project, store, row, last_run):
             continue
         store.update_run(
-            row["id"], where_status="running", status="aborted",
+            row.id, where_status="running", status="aborted",
             stop_reason="end_not_recorded", ended_at=iso(utcnow()),
             exit_code=errors.EXIT_FAILED,
-            report=f"run {row['id']} (pid {row['pid']} on {row['host']}) ended, but neither "
+            report=f"run {row.id} (pid {row.pid} on {row.host}) ended, but neither "
                    "the state database nor its lock's record could take how (a full or "
                    f"read-only state disk?); its outcome is unknown: see `jobrunner show "
-                   f"{row['id']}`")
+                   f"{row.id}`")
 
 
-def on_orphaned(project: Any, store: Store, job: Any, lock: RunLock,
+def on_orphaned(project: Any, store: State, job: Any, lock: RunLock,
                 holder: dict[str, Any]) -> str:
     """The lock's recorded holder died, yet its OS lock is still taken (by a process it
     left behind that took the lock itself, or one outside this pid namespace): record the
@@ -120,7 +121,7 @@ def stale_message(job: Any, holder: dict[str, Any]) -> str:
             f"lock.stale_after; this run did not start")
 
 
-def on_stale(project: Any, store: Store, job: Any, lock: RunLock,
+def on_stale(project: Any, store: State, job: Any, lock: RunLock,
              holder: dict[str, Any]) -> Acquired | Busy:
     """A live holder past `stale_after`: alert `lock.stale` once for that holder; with
     `on_stale = "terminate"` on the same host, stop it (SIGTERM, then SIGKILL after
@@ -160,7 +161,7 @@ def _terminate(lock: RunLock, holder: dict[str, Any], grace: float) -> Acquired 
     return Busy(holder)
 
 
-def after_run(project: Any, store: Store, job: Any, run_id: str, status: str) -> None:
+def after_run(project: Any, store: State, job: Any, run_id: str, status: str) -> None:
     """Auto-pause after `pause_after` consecutive runs that did not complete (alert
     `job.paused` once); `run.recovered` on the first completion after failures."""
     from jobrunner.alerts import outbox as alerts

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from jobrunner import errors
+from jobrunner.clock import iso, utcnow
 from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import environment_problems, load_job
 from jobrunner.config.project import Project
@@ -30,7 +31,8 @@ from jobrunner.locks.file import (
     is_stale,
 )
 from jobrunner.redact import Redactor
-from jobrunner.store import Store, iso, utcnow
+from jobrunner.state import State
+from jobrunner.state.records import RunRecord
 
 EXIT_BY_STATUS = {
     "completed": errors.EXIT_OK,
@@ -99,18 +101,18 @@ def _day_start(job: Job, now: datetime) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _skip(store: Store, job: Job, run_id: str, trigger: str, slot, reason: str,
+def _skip(store: State, job: Job, run_id: str, trigger: str, slot, reason: str,
           status: str = "skipped", report: str = "", exit_code: int | None = None) -> None:
     now = iso(utcnow())
-    store.insert_run(
+    store.insert_run(RunRecord(
         id=run_id, job=job.name, agent=job.agent, status=status, trigger=trigger,
-        slot=iso(slot), started_at=now, ended_at=now, pid=os.getpid(),
+        slot=iso(slot), started_at=now or "", ended_at=now, pid=os.getpid(),
         host=socket.gethostname(), model=job.spec.model, stop_reason=reason, report=report,
         exit_code=EXIT_BY_STATUS.get(status, 0) if exit_code is None else exit_code,
-    )
+    ))
 
 
-def _not_now(store: Store, job: Job, run_id: str, trigger: str, slot, reason: str,
+def _not_now(store: State, job: Job, run_id: str, trigger: str, slot, reason: str,
              report: str, status: str = "skipped") -> RunOutcome:
     """Could not run now (paused, stale lock, crash on hold): recorded, exit 75."""
     _skip(store, job, run_id, trigger, slot, reason, status, report, errors.EXIT_TEMPFAIL)
@@ -144,8 +146,8 @@ def run_job(
     paused = pause.is_paused(store, job.name)
     if paused:
         return _not_now(store, job, run_id, trigger, slot, "paused",
-                        f"jobrunner: {job.name}: paused since {paused['paused_at']} "
-                        f"({paused['reason']}); `jobrunner resume {job.name}` lifts it",
+                        f"jobrunner: {job.name}: paused since {paused.paused_at} "
+                        f"({paused.reason}); `jobrunner resume {job.name}` lifts it",
                         status="paused")
     spent = store.cost_since(job.name, _day_start(job, now or utcnow()))
     if spent >= job.limits.max_cost_usd_per_day:
@@ -154,7 +156,7 @@ def run_job(
                         f"jobrunner: {job.name}: not run: ${spent:.4f} spent today of "
                         f"max_cost_usd_per_day ${job.limits.max_cost_usd_per_day:.2f} "
                         f"({job.spec.timezone}); runs start again after midnight")
-    lock = RunLock(locks_dir(project), f"job-{job.name}")
+    lock = store.lock(f"job-{job.name}")
     got = lock.try_acquire()
     if isinstance(got, Busy) and not held_by_live_run(got.holder):
         got = lock.try_acquire(timeout=1.0)  # an instant's hold, not a run: wait it out
@@ -204,7 +206,7 @@ def run_job(
         if taken:
             # Once per slot, whoever launches it (daemon, cron, --due, a second host's line).
             _skip(store, job, run_id, trigger, slot,
-                  f"slot {iso(slot)} already run by run {taken['id']} ({taken['trigger']})")
+                  f"slot {iso(slot)} already run by run {taken.id} ({taken.trigger})")
             return RunOutcome(run_id, job.name, "skipped", errors.EXIT_OK, "slot_taken")
         try:
             lock.mark_held(run_id, job.name, trigger=trigger)
@@ -242,7 +244,7 @@ def run_job(
             otel_export.after_run(project, outcome.run_id)
 
 
-def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: str,
+def _run_locked(project: Project, store: State, job: Job, run_id: str, trigger: str,
                 slot: datetime | None, now: datetime) -> RunOutcome:
     from jobrunner.effects.gate import CallGate, in_doubt_report
     from jobrunner.memory import format as mem
@@ -250,7 +252,7 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
     from jobrunner.models import client_for
     from jobrunner.models.pricing import REPLAY_PRICE
     from jobrunner.run.session import Session, SessionResult
-    from jobrunner.state.traces import Trace, trace_path
+    from jobrunner.state.traces import Trace
     from jobrunner.tools.registry import job_tools
 
     # What can still refuse the job's configuration (a broken replay script) runs before
@@ -260,14 +262,14 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
     price = project.settings.prices().get(job.spec.model, REPLAY_PRICE)
     redactor = store.redactor
     try:
-        store.insert_run(
+        store.insert_run(RunRecord(
             id=run_id, job=job.name, agent=job.agent, status="running", trigger=trigger,
-            slot=iso(slot), started_at=iso(now), pid=os.getpid(), host=socket.gethostname(),
-            model=job.spec.model,
-        )
+            slot=iso(slot), started_at=iso(now) or "", pid=os.getpid(),
+            host=socket.gethostname(), model=job.spec.model,
+        ))
     except errors.StateError as exc:
         raise errors.StateError(f"{job.name}: the run did not start: {exc}") from exc
-    trace = Trace(trace_path(project.state_dir, run_id), run_id, redactor)
+    trace = Trace(store, run_id)
     trace.emit("run.start", job=job.name, agent=job.agent, trigger=trigger, slot=iso(slot),
                model=job.spec.model, pid=os.getpid())
     from jobrunner.run.heartbeat import Pinger
@@ -351,9 +353,9 @@ def _run_locked(project: Project, store: Store, job: Job, run_id: str, trigger: 
         if isinstance(agent_lock, RunLock):
             agent_lock.release()
         if job.spec.heartbeat_url:
-            row = store.get_run(run_id) or {}
-            pinger.finish(row.get("status") in ("completed", "needs_approval"),
-                          row.get("report") or row.get("summary") or "")
+            row = store.get_run(run_id)
+            pinger.finish(row is not None and row.status in ("completed", "needs_approval"),
+                          (row.report or row.summary or "") if row else "")
         trace.close()
 
 

@@ -28,13 +28,13 @@ from apscheduler.triggers.base import BaseTrigger
 
 from jobrunner import errors
 from jobrunner.alerts import outbox as alerts
+from jobrunner.clock import iso, utcnow
 from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import load_all
 from jobrunner.config.project import Project
 from jobrunner.config.schedule import Schedule, format_local
 from jobrunner.locks.file import Busy, RunLock
 from jobrunner.scheduling.due import jobrunner_command, run_command
-from jobrunner.store import iso, utcnow
 
 
 class ScheduleTrigger(BaseTrigger):
@@ -192,7 +192,7 @@ class Daemon:
         finally:
             # A thread per firing: its database connection must not outlive it (200 jobs
             # a minute kept ~200 connections open, and their caches resident).
-            self.project.store().close_thread()
+            self.project.store().close()
 
     def _launch_once(self, job: Job, slot: datetime, window: timedelta, jitter: float) -> None:
         name = job.name

@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from jobrunner import errors
+from jobrunner.clock import iso, utcnow
 from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import load_all, load_job
 from jobrunner.config.project import Project
-from jobrunner.store import iso, utcnow
 
 # cron starts a line within the minute; a slot is on time through its whole minute.
 MIN_DUE_WINDOW = timedelta(seconds=60)

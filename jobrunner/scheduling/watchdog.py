@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from jobrunner.store import Store, iso, parse_iso, utcnow
+from jobrunner.clock import iso, parse_iso, utcnow
+from jobrunner.state import State
 
 # How far back `check` looks for missed slots (and never before a job's first run).
 LOOKBACK = timedelta(hours=24)
@@ -58,13 +59,12 @@ def check(project: Any, now: datetime | None = None) -> list[Finding]:
     return findings
 
 
-def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[Finding]:
+def _lock_findings(project: Any, store: State, job: Any, now: datetime) -> list[Finding]:
     from jobrunner.alerts import outbox as alerts
-    from jobrunner.locks.file import Acquired, RunLock, holder_died, inspect
+    from jobrunner.locks.file import Acquired, holder_died, inspect
     from jobrunner.run import recovery
-    from jobrunner.run.runner import locks_dir
 
-    lock = RunLock(locks_dir(project), f"job-{job.name}")
+    lock = store.lock(f"job-{job.name}")
     state = inspect(lock, job.spec.lock.stale_after, now)
     meta = state.meta
     if state.state == "stale" and job.spec.lock.on_stale == "terminate":
@@ -111,32 +111,27 @@ def _lock_findings(project: Any, store: Store, job: Any, now: datetime) -> list[
         lock.release(keep_meta=True)
 
 
-def _pause_findings(store: Store, job: Any) -> list[Finding]:
+def _pause_findings(store: State, job: Any) -> list[Finding]:
     from jobrunner.run.pause import is_paused
 
     paused = is_paused(store, job.name)
     if not paused:
         return []
-    return [Finding("paused", job.name, f"{job.name}: paused since {paused['paused_at']} "
-                    f"({paused['reason']}); `jobrunner resume {job.name}` lifts it", paused)]
+    return [Finding("paused", job.name, f"{job.name}: paused since {paused.paused_at} "
+                    f"({paused.reason}); `jobrunner resume {job.name}` lifts it", paused.as_json())]
 
 
-def missed_slots(store: Store, job: Any, now: datetime) -> list[datetime]:
+def missed_slots(store: State, job: Any, now: datetime) -> list[datetime]:
     """Fire times more than `misfire_grace` ago with no run started for them, after the
     job's first run and after the last slot already alerted, within LOOKBACK."""
-    with store.connect() as conn:
-        first = conn.execute("SELECT MIN(started_at) FROM runs WHERE job = ?",
-                             (job.name,)).fetchone()[0]
-        if not first:
-            return []  # never run: not set up yet, nothing to miss
-        alerted = conn.execute(
-            "SELECT MAX(cause) FROM alerts WHERE event = 'job.missed' AND job = ?", (job.name,)
-        ).fetchone()[0]
-        start = max(t for t in (parse_iso(first), parse_iso(alerted), now - LOOKBACK) if t)
-        rows = conn.execute("SELECT started_at, slot FROM runs WHERE job = ? AND started_at >= ?",
-                            (job.name, iso(start - timedelta(days=1)))).fetchall()
-    started = sorted(t for t in (parse_iso(r["started_at"]) for r in rows) if t)
-    slots_run = {r["slot"] for r in rows if r["slot"]}
+    first = store.first_started(job.name)
+    if not first:
+        return []  # never run: not set up yet, nothing to miss
+    alerted = store.last_cause("job.missed", job.name)
+    start = max(t for t in (parse_iso(first), parse_iso(alerted), now - LOOKBACK) if t)
+    rows = store.runs_since(job.name, start - timedelta(days=1))
+    started = sorted(t for t in (parse_iso(r.started_at) for r in rows) if t)
+    slots_run = {r.slot for r in rows if r.slot}
     grace = timedelta(seconds=job.spec.misfire_grace)
     schedule = job.schedule()
     missed: list[datetime] = []
@@ -150,7 +145,7 @@ def missed_slots(store: Store, job: Any, now: datetime) -> list[datetime]:
     return missed
 
 
-def _missed_findings(project: Any, store: Store, job: Any, now: datetime) -> list[Finding]:
+def _missed_findings(project: Any, store: State, job: Any, now: datetime) -> list[Finding]:
     from jobrunner.alerts import outbox as alerts
     missed = missed_slots(store, job, now)
     if not missed:

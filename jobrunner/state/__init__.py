@@ -17,7 +17,6 @@ __all__ = ["State", "open_state"]
 
 def open_state(project: Any) -> State:
     """The project's state, migrated, with every write redacted by the project's secrets."""
-    from jobrunner.redact import Redactor
     from jobrunner.state.sqlite import SQLiteState
 
-    return SQLiteState(project.state_dir, Redactor(project.secret_values()))
+    return SQLiteState(project.state_dir, project.redactor())

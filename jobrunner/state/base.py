@@ -113,6 +113,9 @@ class Backend:
         """Append one event (a JSON text, one line) to the run's trace, redacted."""
         raise NotImplementedError
 
+    def trace_flush(self, run_id: str) -> None:
+        """Make the run's trace durable (a power cut after this loses none of it)."""
+
     def trace_read(self, run_id: str) -> list[dict[str, Any]]:
         """The run's trace events, in the order written ([] for an unknown run)."""
         raise NotImplementedError

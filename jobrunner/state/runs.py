@@ -29,19 +29,44 @@ class RunsMixin(Backend):
             db.run(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES "
                    f"({', '.join('?' for _ in RUN_COLUMNS)})", values)
 
-    def update_run(self, run_id: str, **changes: Any) -> None:
+    def update_run(self, run_id: str, *, where_status: str | None = None,
+                   **changes: Any) -> bool:
+        """Set `changes` of a run (only while its status is `where_status`, if given: two
+        processes recording one crash must not both act on it). Returns whether it did."""
         unknown = set(changes) - set(RUN_COLUMNS)
         if unknown:
             raise ValueError(f"not a run field: {', '.join(sorted(unknown))}")
-        assignments = ", ".join(f"{k} = ?" for k in changes)
+        names = ("status", "stop_reason", "slot")
+        values = [Ident(v) if k in names and isinstance(v, str) else v
+                  for k, v in changes.items()]
+        sql = f"UPDATE runs SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?"
+        params: list[Any] = [*values, Ident(run_id)]
+        if where_status is not None:
+            sql += " AND status = ?"
+            params.append(Ident(where_status))
         with self._tx() as db:
-            db.run(f"UPDATE runs SET {assignments} WHERE id = ?",
-                   (*changes.values(), Ident(run_id)))
+            return db.run(sql, params) > 0
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._read() as db:
             row = db.one("SELECT * FROM runs WHERE id = ?", (run_id,))
         return _run(row) if row else None
+
+    def find_run(self, ref: str) -> RunRecord | None:
+        """A run by id, or by a prefix that only one run's id starts with."""
+        found = self.get_run(ref)
+        if found is None:
+            matches = self.find_runs(ref, limit=2)
+            found = matches[0] if len(matches) == 1 else None
+        return found
+
+    def running_runs(self, job: str) -> list[RunRecord]:
+        """Runs of `job` recorded `running` (under the job's lock: runs that ended without
+        their end being recorded)."""
+        with self._read() as db:
+            rows = db.all("SELECT * FROM runs WHERE status = 'running' AND job = ? "
+                          "ORDER BY started_at", (job,))
+        return [_run(r) for r in rows]
 
     def find_runs(self, prefix: str, limit: int = 5) -> list[RunRecord]:
         """Runs whose id starts with `prefix` (people copy short ids), newest first."""

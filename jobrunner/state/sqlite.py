@@ -240,6 +240,15 @@ class SQLiteState(State):
         finally:
             os.close(fd)
 
+    def trace_flush(self, run_id: str) -> None:
+        path = self._trace_path(run_id)
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def trace_read(self, run_id: str) -> list[dict[str, Any]]:
         """The trace's events; a torn last line (a crash mid-write) is skipped."""
         path = self._trace_path(run_id)
