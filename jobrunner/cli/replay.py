@@ -29,8 +29,8 @@ def script_from_trace(run: dict[str, Any], events: list[dict[str, Any]]) -> dict
             "usage": {k: int(usage.get(k) or 0) for k in USAGE_KEYS},
         })
     return {
-        "description": (f"replay of run {run['id']} of job {run['job']} "
-                        f"({run['status']}, {run['stop_reason'] or 'no stop reason'})"),
+        "description": (f"replay of run {run.id} of job {run.job} "
+                        f"({run.status}, {run.stop_reason or 'no stop reason'})"),
         "turns": turns,
     }
 

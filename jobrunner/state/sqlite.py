@@ -289,22 +289,21 @@ class SQLiteState(State):
 
     @contextmanager
     def _writing(self) -> Iterator[_Rows]:
-        """BEGIN IMMEDIATE: writers queue behind each other and never deadlock."""
+        """BEGIN IMMEDIATE: writers queue behind each other and never deadlock. A full or
+        read-only disk, or a database locked past the busy timeout, is one StateError the
+        CLI reports, not a traceback."""
         conn = self._connection()
         try:
             conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _Rows(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: {exc}") from exc
-        try:
-            yield _Rows(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise StateError(f"{self.path}: {exc}") from exc
+            raise StateError(f"{self.path}: cannot write the state database: {exc}") from exc
 
     def close(self) -> None:
         conn = _CONNECTIONS.pop((os.getpid(), threading.get_ident(), str(self.path)), None)
