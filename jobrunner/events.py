@@ -54,6 +54,7 @@ class StopReason(StrEnum):
     LOCK_HELD = "lock_held"
     SLOT_TAKEN = "slot_taken"
     LOCK_STALE = "lock_stale"
+    LOCK_ORPHANED = "lock_orphaned"  # the holder died; a process it left keeps the lock
     CRASH_HOLD = "crash_hold"
     PAUSED = "paused"
     # stops before or around the session
@@ -63,6 +64,7 @@ class StopReason(StrEnum):
     TERMINATED = "terminated"
     INTERRUPTED = "interrupted"
     INTERNAL_ERROR = "internal_error"
+    STATE_UNWRITABLE = "state_unwritable"  # the state disk refused a write mid-run
     # guards inside the session
     TOOL_FAILED = "tool_failed"
     TOOL_TIMEOUT = "tool_timeout"
@@ -79,6 +81,7 @@ class StopReason(StrEnum):
     # recorded for a run by another process
     PROCESS_DIED = "process_died"
     STALE_TERMINATED = "stale_terminated"
+    END_NOT_RECORDED = "end_not_recorded"  # it ended; neither the state nor its lock knew how
 
 
 def model_api_error(kind: ModelErrorKind | str) -> str:

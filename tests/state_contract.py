@@ -57,6 +57,14 @@ class StateContract:
         assert state.find_runs("2026%") == []
         assert state.get_run("nope") is None
 
+    def test_runs_of_one_second_are_listed_newest_written_first(self):
+        state = self.state()
+        for run_id in ("20261123T070000-ffffff", "20261123T070000-000000"):
+            state.insert_run(run(run_id, status="completed", started_at="2026-11-23T07:00:00Z"))
+        assert [r.id for r in state.list_runs("job")] == ["20261123T070000-000000",
+                                                          "20261123T070000-ffffff"]
+        assert state.last_run("job").id == "20261123T070000-000000"
+
     def test_last_run_leaves_out_runs_that_never_started(self):
         state = self.state()
         state.insert_run(run("r1", status="completed", started_at="2026-11-23T07:00:00Z"))

@@ -89,7 +89,8 @@ def test_daemon_fires_survives_reloads_and_stops_cleanly(project, tmp_path):
         in_flight, overlapping = by_job["slow"][0], by_job["slow"][1]
         assert in_flight["status"] == "running"
         assert overlapping["status"] == "skipped"
-        assert f"lock held by run {in_flight['id']}" in overlapping["stop_reason"]
+        assert overlapping["stop_reason"] == "lock_held"
+        assert f"lock held by run {in_flight['id']}" in overlapping["report"]
 
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=60) == 0

@@ -32,7 +32,8 @@ def test_a_slot_runs_once_a_manual_run_always_runs(project):
     assert cron["status"] == "completed" and cron["slot"] == slot
     [daemon] = by_trigger["daemon"]
     assert daemon["status"] == "skipped"
-    assert f"slot {slot} already run by run {cron['id']} (cron)" in daemon["stop_reason"]
+    assert daemon["stop_reason"] == "slot_taken"
+    assert f"slot {slot} already run by run {cron['id']} (cron)" in daemon["report"]
     assert [r["status"] for r in by_trigger["manual"]] == ["completed", "completed"]
     assert all(r["slot"] is None for r in by_trigger["manual"])
 

@@ -115,7 +115,7 @@ def test_shell_and_cron_share_one_lock(default_state_project, tmp_path):
     runs = json.loads(shell(root, env, "runs", "slow", "--json").stdout)
     assert sorted(r["status"] for r in runs) == ["completed", "skipped"]
     skipped = next(r for r in runs if r["status"] == "skipped")
-    assert "lock held" in skipped["stop_reason"]
+    assert skipped["stop_reason"] == "lock_held" and "lock held by run" in skipped["report"]
 
 
 def test_validate_points_at_state_left_under_xdg(default_state_project, tmp_path):

@@ -160,8 +160,8 @@ def history(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Earlier versions of an agent's memory, newest first."""
-    from jobrunner.memory.format import estimate_tokens
     from jobrunner.memory.store import list_history
+    from jobrunner.tokens import estimate_tokens
 
     path, _budget = _agent(project(ctx), agent)
     versions = list(reversed(list_history(path)))

@@ -9,7 +9,6 @@ Writing, history and conflicts live in `memory_store`.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jobrunner.errors import ConfigError, JobrunnerError
 from jobrunner.markers import neutralise_markers
+from jobrunner.tokens import estimate_tokens
 
 SECTIONS: dict[str, str] = {
     "current_objective": "Current objective",
@@ -40,7 +40,6 @@ _HEADING = re.compile(r"^(#{1,6})[ \t]+(.*?)[ \t#]*$")
 _BULLET = re.compile(r"^([-*+]|\d+[.)])\s+")
 # A failure-log line written by jobrunner: "- 2026-11-21 run RUN_ID ..." (any bullet).
 _JOBRUNNER_LINE = re.compile(r"^\s*([-*+]|\d+[.)])\s+\d{4}-\d{2}-\d{2} run \S+ ")
-CHARS_PER_TOKEN = 4
 FAILURE_LINE_MAX = 300
 
 
@@ -62,11 +61,6 @@ class MemoryUpdate(BaseModel):
     open_items: list[str] = Field(
         default_factory=list, description="Things left to do or to check next time."
     )
-
-
-def estimate_tokens(text: str) -> int:
-    """Token estimate used for the memory budget: one token per 4 characters, rounded up."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def _normalise(title: str) -> str:

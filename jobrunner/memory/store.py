@@ -39,11 +39,6 @@ from jobrunner.redact import Redactor
 HISTORY_KEEP = 30
 NOT_WRITTEN = "memory not written"  # how a note for the report says the write failed
 _VERSION = re.compile(r"^(?P<stamp>\d{8}T\d{12}Z)-(?P<tag>.+?)(?:-(?P<kind>proposal))?\.md$")
-FAILED_STATUSES = ("aborted", "crashed", "limit")
-# Stops that are the operator's to fix (the key, its permissions, the model's name): they
-# are recorded and alerted, but they are no lesson for the agent's memory.
-OPERATOR_STOPS = ("model_api_error:auth", "model_api_error:permission",
-                  "model_api_error:not_found")
 
 
 class MemoryBusy(errors.JobrunnerError):
@@ -236,21 +231,6 @@ def _today(job: Any) -> str:
     from jobrunner.clock import utcnow
 
     return utcnow().astimezone(job.schedule().zone).date().isoformat()
-
-
-def run_failure_line(job: Any, run_id: str, result: Any) -> str | None:
-    """The failure-log line for a session that ended aborted or at a limit, else None."""
-    if result.status not in FAILED_STATUSES or result.stop_reason in OPERATOR_STOPS:
-        return None
-    what = f"{result.status} ({result.stop_reason})"
-    undone = [a.tool for a in result.state.actions if a.outcome == "not_executed"]
-    return failure_line(_today(job), run_id, what, result.failed_step, result.detail, undone)
-
-
-def terminated_line(job: Any, run_id: str) -> str:
-    """The failure-log line for a run stopped by SIGTERM mid-session."""
-    return failure_line(_today(job), run_id, "aborted (terminated)", None,
-                        "stopped by SIGTERM before it could finish", [])
 
 
 def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Memory,

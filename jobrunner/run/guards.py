@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobrunner.config.jobfile import Limits
+from jobrunner.events import Status
 from jobrunner.models.pricing import Price, worst_case_cost
+from jobrunner.run.tally import Tally
+from jobrunner.tokens import estimate_tokens
 
 MIN_OUTPUT_TOKENS = 256
 LOOP_REPEATS = 3  # the same call a third time is a loop
@@ -23,20 +26,17 @@ ELIDE_TO = 0.5
 
 @dataclass
 class Stop:
-    status: str  # limit, aborted
-    reason: str
+    """Why the session must end: a status, a stop reason, a readable paragraph."""
+
+    status: Status
+    reason: str  # a StopReason (or model_api_error:KIND)
     detail: str
+    failed_step: int | None = None
 
 
 @dataclass
 class Go:
     max_tokens: int
-
-
-def estimate_tokens(value: Any) -> int:
-    """Rough request size: 4 characters a token (the API's own count arrives after)."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return len(text) // 4 + 1
 
 
 def estimate_request_tokens(system: Any, messages: Any, tools: Any) -> int:
@@ -45,7 +45,7 @@ def estimate_request_tokens(system: Any, messages: Any, tools: Any) -> int:
 
 def before_model_call(
     limits: Limits,
-    state: Any,
+    tally: Tally,
     price: Price,
     request_tokens: int,
     remaining_seconds: float,
@@ -53,11 +53,11 @@ def before_model_call(
 ) -> Go | Stop:
     """Steps, time, tokens and money, checked against the worst case of the next call:
     `request_tokens` as the request stands, and the whole reply allowance spent."""
-    if state.steps >= limits.max_steps:
-        return Stop("limit", "max_steps", f"reached max_steps ({limits.max_steps})")
+    if tally.steps >= limits.max_steps:
+        return Stop(Status.LIMIT, "max_steps", f"reached max_steps ({limits.max_steps})")
     if remaining_seconds <= 1:
-        return Stop("limit", "max_seconds", f"reached max_seconds ({limits.max_seconds:g}s)")
-    used_input = state.usage.prompt_tokens
+        return Stop(Status.LIMIT, "max_seconds", f"reached max_seconds ({limits.max_seconds:g}s)")
+    used_input = tally.usage.prompt_tokens
     if used_input + request_tokens > limits.max_input_tokens:
         return Stop(
             "limit", "max_input_tokens",
@@ -65,16 +65,16 @@ def before_model_call(
             f"({limits.max_input_tokens}; {used_input} used)",
         )
     max_tokens = min(limits.max_tokens_per_call,
-                     limits.max_output_tokens - state.usage.output_tokens)
+                     limits.max_output_tokens - tally.usage.output_tokens)
     if max_tokens < 1:
-        return Stop("limit", "max_output_tokens",
+        return Stop(Status.LIMIT, "max_output_tokens",
                     f"reached max_output_tokens ({limits.max_output_tokens})")
     # Shrink the reply allowance to what the money left can pay for, worst case; stop when
     # not even a useful reply fits.
     floor = min(MIN_OUTPUT_TOKENS, max_tokens)
     for budget, reason, spent in (
-        (limits.max_cost_usd, "max_cost_usd", state.cost_usd),
-        (limits.max_cost_usd_per_day, "max_cost_usd_per_day", spent_today_usd + state.cost_usd),
+        (limits.max_cost_usd, "max_cost_usd", tally.cost_usd),
+        (limits.max_cost_usd_per_day, "max_cost_usd_per_day", spent_today_usd + tally.cost_usd),
     ):
         left = budget - spent
         while max_tokens > floor and worst_case_cost(price, request_tokens, max_tokens) > left:
@@ -91,31 +91,31 @@ def before_model_call(
     return Go(max_tokens=max_tokens)
 
 
-def after_model_call(limits: Limits, state: Any) -> Stop | None:
+def after_model_call(limits: Limits, tally: Tally) -> Stop | None:
     """Token totals as the API reported them (estimates before a call can be short)."""
-    if state.usage.prompt_tokens > limits.max_input_tokens:
-        return Stop("limit", "max_input_tokens",
-                    f"used {state.usage.prompt_tokens} input tokens "
+    if tally.usage.prompt_tokens > limits.max_input_tokens:
+        return Stop(Status.LIMIT, "max_input_tokens",
+                    f"used {tally.usage.prompt_tokens} input tokens "
                     f"(max_input_tokens {limits.max_input_tokens})")
-    if state.usage.output_tokens > limits.max_output_tokens:
-        return Stop("limit", "max_output_tokens",
-                    f"used {state.usage.output_tokens} output tokens "
+    if tally.usage.output_tokens > limits.max_output_tokens:
+        return Stop(Status.LIMIT, "max_output_tokens",
+                    f"used {tally.usage.output_tokens} output tokens "
                     f"(max_output_tokens {limits.max_output_tokens})")
     return None
 
 
-def before_tool_call(limits: Limits, state: Any, name: str, args: dict[str, Any]) -> Stop | None:
+def before_tool_call(limits: Limits, tally: Tally, name: str, args: dict[str, Any]) -> Stop | None:
     """Tool-call budget and loop detection (same tool, same arguments, a third time)."""
-    if state.tool_calls >= limits.max_tool_calls:
-        return Stop("limit", "max_tool_calls",
+    if tally.tool_calls >= limits.max_tool_calls:
+        return Stop(Status.LIMIT, "max_tool_calls",
                     f"reached max_tool_calls ({limits.max_tool_calls})")
     key = name + ":" + json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
-    count = state.call_counts.get(key, 0) + 1
-    state.call_counts[key] = count
+    count = tally.call_counts.get(key, 0) + 1
+    tally.call_counts[key] = count
     if count >= LOOP_REPEATS:
         # A loop is the model misbehaving, not a budget running out: aborted, like a stall,
         # so jobrunner writes it into the agent's failure log for the next session.
-        return Stop("aborted", "loop",
+        return Stop(Status.ABORTED, "loop",
                     f"{name} asked for a {_nth(count)} time with the same arguments: a loop")
     return None
 

@@ -65,6 +65,8 @@ class Backend:
     """What a backend implements; the domain mixins build on `_read` and `_tx` only."""
 
     kind = "?"
+    # The column that orders rows written in the same second as they were written.
+    insertion = "rowid"
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor

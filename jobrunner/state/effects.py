@@ -47,7 +47,8 @@ class EffectsMixin(Backend):
         """Newest first."""
         where, params = ("WHERE job = ?", (job,)) if job else ("", ())
         with self._read() as db:
-            rows = db.all(f"SELECT * FROM ledger {where} ORDER BY intent_at DESC, key DESC "
+            rows = db.all(f"SELECT * FROM ledger {where} ORDER BY intent_at DESC, "
+                          f"{self.insertion} DESC "
                           "LIMIT ?", (*params, limit))
         return [_entry(r) for r in rows]
 
@@ -131,7 +132,8 @@ class EffectsMixin(Backend):
     def approvals_list(self, everything: bool = False, limit: int = 200) -> list[Approval]:
         where = "" if everything else "WHERE status IN ('pending', 'approving')"
         with self._read() as db:
-            rows = db.all(f"SELECT * FROM approvals {where} ORDER BY created_at DESC, id DESC "
+            rows = db.all(f"SELECT * FROM approvals {where} ORDER BY created_at DESC, "
+                          f"{self.insertion} DESC "
                           "LIMIT ?", (limit,))
         return [_approval(r) for r in rows]
 

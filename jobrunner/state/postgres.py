@@ -232,6 +232,14 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX trace_events_run ON trace_events (run_id, seq);
         """,
     ),
+    (
+        "090_insertion_order",
+        """
+        ALTER TABLE runs ADD COLUMN row_seq BIGINT GENERATED ALWAYS AS IDENTITY;
+        ALTER TABLE ledger ADD COLUMN row_seq BIGINT GENERATED ALWAYS AS IDENTITY;
+        ALTER TABLE approvals ADD COLUMN row_seq BIGINT GENERATED ALWAYS AS IDENTITY;
+        """,
+    ),
 ]
 
 
@@ -301,6 +309,7 @@ class PostgresState(State):
     """
 
     kind = "postgres"
+    insertion = "row_seq"
 
     def __init__(self, url: str, redactor: Redactor, project: str,
                  password_env: str | None = None, where: str = "state") -> None:

@@ -79,15 +79,16 @@ class RunsMixin(Backend):
     def list_runs(self, job: str | None = None, limit: int = 50) -> list[RunRecord]:
         where, params = ("WHERE job = ?", (job,)) if job else ("", ())
         with self._read() as db:
-            rows = db.all(f"SELECT * FROM runs {where} ORDER BY started_at DESC, id DESC "
-                          "LIMIT ?", (*params, limit))
+            rows = db.all(f"SELECT * FROM runs {where} ORDER BY started_at DESC, "
+                          f"{self.insertion} DESC LIMIT ?", (*params, limit))
         return [_run(r) for r in rows]
 
     def last_run(self, job: str) -> RunRecord | None:
         """The job's newest run that started a session (or tried to)."""
         with self._read() as db:
             row = db.one("SELECT * FROM runs WHERE job = ? AND status NOT IN (?, ?) "
-                         "ORDER BY started_at DESC, id DESC LIMIT 1", (job, *NOT_STARTED))
+                         f"ORDER BY started_at DESC, {self.insertion} DESC LIMIT 1",
+                         (job, *NOT_STARTED))
         return _run(row) if row else None
 
     def slot_run(self, job: str, slot: datetime) -> RunRecord | None:
@@ -134,7 +135,8 @@ class RunsMixin(Backend):
         marks = ", ".join("?" for _ in among)
         with self._read() as db:
             rows = db.all(f"SELECT status FROM runs WHERE job = ? AND status IN ({marks}) "
-                          "AND started_at >= ? ORDER BY started_at DESC, id DESC LIMIT ?",
+                          "AND started_at >= ? ORDER BY started_at DESC, "
+                          f"{self.insertion} DESC LIMIT ?",
                           (job, *among, since, limit))
         return [r["status"] for r in rows]
 
