@@ -144,8 +144,9 @@ def run_trace_id(run_id: str) -> int:
 # -- spans from trace events ----------------------------------------------------------------
 
 
-def _build_spans(events: list[dict[str, Any]], target: ExportTarget,
+def _build_spans(events: list[dict[str, Any]], target: ExportTarget,  # noqa: C901
                  redactor: Redactor) -> tuple[list[Any], int]:
+    # One pass over the trace, a branch per event kind that opens or closes a span.
     from opentelemetry import trace as trace_api
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider

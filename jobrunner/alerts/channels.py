@@ -30,7 +30,8 @@ def send(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _webhook(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
+def _webhook(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:  # noqa: ARG001
+    # Every sender takes (project, channel, alert): `send` picks one by the channel's type.
     import urllib.error
     import urllib.request
 

@@ -21,12 +21,13 @@ from jobrunner.cli import memory as _memory  # noqa: E402,F401
 from jobrunner.cli import replay as _replay  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401
 from jobrunner.cli import schedule as _schedule  # noqa: E402,F401
-from jobrunner.cli.app import app, report_error
+from jobrunner.cli.app import app, report_error, setup_logging
 from jobrunner.errors import JobrunnerError
 
 
 def main() -> None:
     """Console entry point."""
+    setup_logging()
     try:
         app()
     except JobrunnerError as exc:

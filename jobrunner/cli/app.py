@@ -65,6 +65,36 @@ def report_error(exc: Exception) -> None:
         print(line if ":" in line.split(" ", 1)[0] else f"jobrunner: {line}", file=sys.stderr)
 
 
+class _UtcFormatter:
+    """`2026-11-21T08:00:00Z jobrunner daemon: message`: one whole line per record."""
+
+    def format(self, record: Any) -> str:
+        from jobrunner.clock import iso, utcnow
+
+        return f"{iso(utcnow())} jobrunner daemon: {record.getMessage()}"
+
+
+def setup_logging() -> None:
+    """Library code logs; only the CLI decides where that goes: stderr, where cron mails
+    it and the journal keeps it. The daemon's own lines carry their time."""
+    import logging
+
+    root = logging.getLogger("jobrunner")
+    if root.handlers:
+        return
+    plain = logging.StreamHandler(sys.stderr)
+    plain.setFormatter(logging.Formatter("jobrunner: %(message)s"))
+    root.addHandler(plain)
+    root.setLevel(logging.WARNING)
+    root.propagate = False
+    daemon = logging.getLogger("jobrunner.daemon")
+    timed = logging.StreamHandler(sys.stderr)
+    timed.setFormatter(_UtcFormatter())  # type: ignore[arg-type] - duck-typed formatter
+    daemon.addHandler(timed)
+    daemon.setLevel(logging.INFO)
+    daemon.propagate = False
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

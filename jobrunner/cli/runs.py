@@ -105,28 +105,23 @@ def runs(
                            "STEPS", "TOOLS", "COST", "STOP REASON"]))
 
 
+# Trace events that read as one line with their own fields filled in.
+_PLAIN = {
+    "model.request": "model request (step {step}, attempt {attempt})",
+    "model.error": "model error (attempt {attempt}): {message}",
+    "model.retry": "retrying the model call in {delay_s}s",
+    "run.end": "run ended {status} ({stop_reason})",
+    "session.finish": "finish: {status}: {summary}",
+}
+
+
 def _describe(event: dict) -> str:
     """One trace event as a line a person can read."""
     kind = event.get("event", "?")
-    if kind == "model.request":
-        return f"model request (step {event.get('step')}, attempt {event.get('attempt')})"
+    if kind in _PLAIN:
+        return _PLAIN[kind].format_map(_Missing(event))
     if kind == "model.response":
-        usage = event.get("usage", {})
-        parts = []
-        for block in event.get("content", []):
-            if block.get("type") == "text" and block.get("text", "").strip():
-                text = " ".join(block["text"].split())
-                parts.append(f'says "{text[:100]}{"..." if len(text) > 100 else ""}"')
-            elif block.get("type") == "tool_use":
-                args = json.dumps(block.get("input"), default=str)
-                parts.append(f"calls {block.get('name')}({args[:100]})")
-        return (f"model response: {'; '.join(parts) or '(empty)'} "
-                f"[{usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out, "
-                f"${event.get('cost_usd', 0):.4f}, {event.get('duration_s', 0)}s]")
-    if kind == "model.error":
-        return f"model error (attempt {event.get('attempt')}): {event.get('message')}"
-    if kind == "model.retry":
-        return f"retrying the model call in {event.get('delay_s')}s"
+        return _response(event)
     if kind == "tool.call":
         args = json.dumps(event.get("input"), default=str)
         return f"tool call {event.get('tool')}({args[:160]}) [risk {event.get('risk')}]"
@@ -135,23 +130,44 @@ def _describe(event: dict) -> str:
             return (f"tool result {event.get('tool')}: ok ({event.get('data_chars')} chars, "
                     f"{event.get('duration_s')}s)")
         return f"tool result {event.get('tool')}: FAILED: {event.get('error')}"
-    if kind == "run.end":
-        return f"run ended {event.get('status')} ({event.get('stop_reason')})"
     if kind in ("approval.approved", "approval.rejected", "approval.expired"):
-        verb = kind.split(".")[1]
-        line = f"approval {event.get('approval_id')} ({event.get('tool')}) {verb}"
-        line += f" by {event.get('by')}" if event.get("by") != "ttl" else " (nobody decided)"
-        if event.get("outcome"):
-            line += f": {event['outcome']}"
-        if event.get("error") or event.get("reason"):
-            line += f": {event.get('error') or event.get('reason')}"
-        return line
-    if kind == "session.finish":
-        return f"finish: {event.get('status')}: {event.get('summary')}"
+        return _decision(event, kind.split(".")[1])
     skip = {"seq", "at", "event", "run_id"}
     rest = ", ".join(f"{k}={json.dumps(v, default=str)[:80]}" for k, v in event.items()
                      if k not in skip)
     return f"{kind} {rest}".strip()
+
+
+class _Missing(dict):
+    """An event's fields for `format_map`; a field it lacks reads as None."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
+def _response(event: dict) -> str:
+    usage = event.get("usage", {})
+    parts = []
+    for block in event.get("content", []):
+        if block.get("type") == "text" and block.get("text", "").strip():
+            text = " ".join(block["text"].split())
+            parts.append(f'says "{text[:100]}{"..." if len(text) > 100 else ""}"')
+        elif block.get("type") == "tool_use":
+            args = json.dumps(block.get("input"), default=str)
+            parts.append(f"calls {block.get('name')}({args[:100]})")
+    return (f"model response: {'; '.join(parts) or '(empty)'} "
+            f"[{usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out, "
+            f"${event.get('cost_usd', 0):.4f}, {event.get('duration_s', 0)}s]")
+
+
+def _decision(event: dict, verb: str) -> str:
+    line = f"approval {event.get('approval_id')} ({event.get('tool')}) {verb}"
+    line += f" by {event.get('by')}" if event.get("by") != "ttl" else " (nobody decided)"
+    if event.get("outcome"):
+        line += f": {event['outcome']}"
+    if event.get("error") or event.get("reason"):
+        line += f": {event.get('error') or event.get('reason')}"
+    return line
 
 
 @app.command()

@@ -32,22 +32,8 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     from jobrunner.tools.registry import tool_set
 
     loaded = tool_set(project)
-    for name in spec.tools:
-        if name not in loaded.tools:
-            import difflib
-
-            # A tool file that failed to load explains its own tools being unknown.
-            hint = loaded.why_unknown(name)
-            if hint is None:
-                close = difflib.get_close_matches(name, sorted(loaded.tools), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"{where('tools')}: tools: unknown tool {name!r}{hint}")
-    for name in spec.tool:
-        if name not in spec.tools:
-            problems.append(
-                f"{where('tool', name)}: tool.{name}: policy for a tool the job does not list"
-            )
-    problems.extend(_policy_problems(project, job, where, loaded.tools))
+    problems += _tool_problems(job, where, loaded)
+    problems.extend(_policy_problems(job, where, loaded.tools))
     if spec.model.startswith("replay:"):
         script = project.root / spec.model.removeprefix("replay:")
         if not script.is_file():
@@ -61,7 +47,28 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     return problems
 
 
-def _policy_problems(project: Project, job: Job, where, tools: dict[str, Any]) -> list[str]:
+def _tool_problems(job: Job, where: Any, loaded: Any) -> list[str]:
+    """Each listed tool exists (or its file's failure says why not); each policy table is
+    for a listed tool."""
+    import difflib
+
+    problems = []
+    for name in job.spec.tools:
+        if name not in loaded.tools:
+            # A tool file that failed to load explains its own tools being unknown.
+            hint = loaded.why_unknown(name)
+            if hint is None:
+                close = difflib.get_close_matches(name, sorted(loaded.tools), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{where('tools')}: tools: unknown tool {name!r}{hint}")
+    for name in job.spec.tool:
+        if name not in job.spec.tools:
+            problems.append(
+                f"{where('tool', name)}: tool.{name}: policy for a tool the job does not list")
+    return problems
+
+
+def _policy_problems(job: Job, where: Any, tools: dict[str, Any]) -> list[str]:
     """A job's `[tool.NAME]` tables may tighten a tool's policy, never loosen it."""
     from jobrunner.tools.api import policy_problems
 

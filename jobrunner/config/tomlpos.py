@@ -20,7 +20,7 @@ def _split_dotted(key: str) -> tuple[str, ...]:
     return tuple(p for p in parts if p)
 
 
-def key_lines(text: str) -> dict[tuple[str, ...], int]:
+def key_lines(text: str) -> dict[tuple[str, ...], int]:  # noqa: C901 - one TOML line scanner
     """Map every key path (and table path) found in `text` to its 1-based line."""
     lines: dict[tuple[str, ...], int] = {}
     table: tuple[str, ...] = ()

@@ -12,9 +12,9 @@ file directly during a session is detected at write time: their version stays.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +35,8 @@ from jobrunner.memory.format import (
     with_failure_line,
 )
 from jobrunner.redact import Redactor
+
+log = logging.getLogger("jobrunner")
 
 HISTORY_KEEP = 30
 NOT_WRITTEN = "memory not written"  # how a note for the report says the write failed
@@ -307,11 +309,11 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
         lock = hold_agent(project, job.agent, f"crash-note-{meta.get('run_id')}", job.name,
                           5.0)
     except errors.StateError as exc:
-        print(f"jobrunner: {job.name}: could not note the crash of run {meta.get('run_id')} "
-              f"in the memory: {exc}", file=sys.stderr)
+        log.warning("%s: could not note the crash of run %s in the memory: %s", job.name,
+                    meta.get("run_id"), exc)
         return
-    if not isinstance(lock, RunLock):
-        return
+    if isinstance(lock, dict):
+        return  # busy: the crash is still recorded and alerted
     try:
         path = memory_path(project.memory_dir, job.agent)
         try:
@@ -326,7 +328,7 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
             save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
                  project.redactor(), keep=lambda: history_keep(project, job.agent))
         except OSError as exc:
-            print(f"jobrunner: {job.name}: could not note the crash of run "
-                  f"{meta.get('run_id')} in {path}: {exc.strerror or exc}", file=sys.stderr)
+            log.warning("%s: could not note the crash of run %s in %s: %s", job.name,
+                        meta.get("run_id"), path, exc.strerror or exc)
     finally:
         lock.release()

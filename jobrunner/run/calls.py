@@ -70,6 +70,12 @@ class Calls:
             limit.failed_step = tally.steps
             return self._result(block, f"Not executed: {limit.detail}", error=True), limit
         tally.tool_calls += 1
+        return self._call(block, spec, args, reason)
+
+    def _call(self, block: dict[str, Any], spec: ToolSpec, args: dict[str, Any],
+              reason: str) -> Answer:
+        """A call that passed the guards: the gate, the tool, its result."""
+        tally, name = self.tally, spec.name
         self.trace.emit("tool.call", step=tally.steps, tool=name, input=args,
                         tool_use_id=block.get("id"), risk=spec.risk, timeout=spec.timeout)
         decision = self.gate(CallRequest(

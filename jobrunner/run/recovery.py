@@ -49,13 +49,13 @@ def handle_left_behind(project: Any, store: State, lock: RunLock, meta: dict[str
     row = store.get_run(run_id) if run_id else None
     if row and row.status != "running":
         return
-    if row and settle(project, store, row, None):
+    if row and settle(store, row, None):
         return
     lock.mark_crashed(meta)
     record_crash(project, store, meta, job)
 
 
-def settle(project: Any, store: State, row: RunRecord,
+def settle(store: State, row: RunRecord,
            last_run: dict[str, Any] | None) -> bool:
     """Record the end of a run left `running` in the database by a process that is gone,
     from the lock's release record (`last_run`) or else the run's own trace. Returns
@@ -81,7 +81,7 @@ def settle(project: Any, store: State, row: RunRecord,
     return True
 
 
-def settle_unrecorded(project: Any, store: State, job: Any,
+def settle_unrecorded(store: State, job: Any,
                       previous: dict[str, Any] | None) -> None:
     """Under the job's lock no other run of it lives, so a run of it still `running` in
     the database ended without its end reaching it (a full disk). Record that end from the
@@ -90,7 +90,7 @@ def settle_unrecorded(project: Any, store: State, job: Any,
     # Called after handle_left_behind: a run left `held` is settled or crashed by now.
     last_run = (previous or {}).get("last_run")
     for row in store.running_runs(job.name):
-        if settle(project, store, row, last_run):
+        if settle(store, row, last_run):
             continue
         store.update_run(
             row.id, where_status="running", status="aborted",

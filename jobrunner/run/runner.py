@@ -173,7 +173,7 @@ def _before_session(run: RunContext, lock: Any, got: Acquired) -> Ending | None:
     job, store = run.job, run.store
     if got.left_behind:
         recovery.handle_left_behind(run.project, store, lock, got.left_behind, job)
-    recovery.settle_unrecorded(run.project, store, job, got.previous)
+    recovery.settle_unrecorded(store, job, got.previous)
     crashed = lock.read_meta() or {}
     if crashed.get("state") == "crashed" and job.spec.lock.after_crash == "hold":
         return Ending(Status.SKIPPED, StopReason.CRASH_HOLD,
@@ -212,7 +212,7 @@ def _sigterm_unwinds() -> Iterator[None]:
     recorded first. Only the main thread may set handlers: embedded runs keep theirs."""
     previous = signal.getsignal(signal.SIGTERM)
 
-    def on_term(signum: int, frame: Any) -> None:
+    def on_term(_signum: int, _frame: Any) -> None:
         if _TERM_ARMED.is_set():
             raise Terminated()
 

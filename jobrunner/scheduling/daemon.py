@@ -57,16 +57,8 @@ class ScheduleTrigger(BaseTrigger):
         return f"schedule[{self.schedule.expression} {self.schedule.timezone}]"
 
 
-_LOG_LOCK = threading.Lock()
-
-
-def log(message: str) -> None:
-    """One line on stderr (the journal, or the terminal), whole: launch threads log at
-    once, and print() writes the text and its newline separately."""
-    line = f"{iso(utcnow())} jobrunner daemon: {message}\n"
-    with _LOG_LOCK:
-        sys.stderr.write(line)
-        sys.stderr.flush()
+# The daemon's one line per event (the CLI gives it its time and its stderr).
+LOG = logging.getLogger("jobrunner.daemon")
 
 
 def _watched(project: Project) -> dict[str, int]:
@@ -103,36 +95,36 @@ class Daemon:
 
     # -- signals: flags only -------------------------------------------------------------
 
-    def _on_term(self, signum: int, frame: Any) -> None:
+    def _on_term(self, _signum: int, _frame: Any) -> None:
         self.flags["term"] = True
 
-    def _on_hup(self, signum: int, frame: Any) -> None:
+    def _on_hup(self, _signum: int, _frame: Any) -> None:
         self.flags["hup"] = True
 
     # -- scheduling ----------------------------------------------------------------------
 
     def reload(self, why: str) -> None:
         """Read every job file again; (re)schedule what changed, drop what went away."""
-        log(f"reading job files ({why})")
+        LOG.info(f"reading job files ({why})")
         self.mtimes = _watched(self.project)
         self.project = Project.discover(self.project.root)  # settings are cached per object
         try:
             jobs, problems = load_all(self.project)
         except errors.JobrunnerError as exc:  # jobrunner.toml itself is broken
-            log(f"reload ({why}): {exc}; keeping the current schedule")
+            LOG.info(f"reload ({why}): {exc}; keeping the current schedule")
             if isinstance(exc, errors.ConfigError):
                 alerts.alert_invalid(self.project, exc.problems)
             return
         if problems != self.problems:
             for problem in problems:
-                log(f"not scheduled: {problem}")
+                LOG.info(f"not scheduled: {problem}")
             alerts.alert_invalid(self.project, problems)
         self.problems = problems
         fresh = {job.name: job for job in jobs}
         for name in sorted(set(self.jobs) - set(fresh)):
             self.scheduler.remove_job(name)
             self.keys.pop(name, None)
-            log(f"unscheduled {name}")
+            LOG.info(f"unscheduled {name}")
         now = utcnow()
         # Known before they are scheduled: the scheduler already runs, and a catch-up
         # firing can come at once; fire() finding no job would drop it.
@@ -152,7 +144,7 @@ class Daemon:
             )
             self.keys[name] = key
             nxt = job.schedule().next_after(now)
-            log(f"scheduled {name}: {job.spec.schedule} ({job.spec.timezone}), next "
+            LOG.info(f"scheduled {name}: {job.spec.schedule} ({job.spec.timezone}), next "
                 f"{format_local(nxt, job.spec.timezone)}")
 
     def fire(self, name: str) -> None:
@@ -165,7 +157,7 @@ class Daemon:
         window = timedelta(seconds=job.spec.misfire_grace) + timedelta(seconds=60)
         slot = job.schedule().previous_at_or_before(utcnow(), window)
         if slot is None:
-            log(f"{name}: fired with no slot in the last {window}; not run")
+            LOG.info(f"{name}: fired with no slot in the last {window}; not run")
             return
         with self.fired_lock:  # not self.lock: launch threads hold that across a fork
             # Two firings can land on one slot: a catch-up at start that ran late enough
@@ -180,7 +172,7 @@ class Daemon:
         if taken:
             return  # caught up at start or after a reload, but that slot already ran
         jitter = random.uniform(0, job.spec.jitter) if job.spec.jitter else 0.0
-        log(f"firing {name} for slot {iso(slot)}"
+        LOG.info(f"firing {name} for slot {iso(slot)}"
             + (f" after a jitter of {jitter:.2f}s" if jitter else ""))
         threading.Thread(target=self._launch, args=(job, slot, window, jitter),
                          name=f"run-{name}", daemon=True).start()
@@ -215,19 +207,19 @@ class Daemon:
                 proc = subprocess.Popen(run_command(self.project, name, "daemon", slot),
                                         stdin=subprocess.DEVNULL, start_new_session=True)
                 self.children[proc.pid] = (name, proc)
-            log(f"started {name} for slot {iso(slot)} (pid {proc.pid})")
+            LOG.info(f"started {name} for slot {iso(slot)} (pid {proc.pid})")
             code = proc.wait()
             with self.lock:
                 self.children.pop(proc.pid, None)
             ended = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-            log(f"{name} (pid {proc.pid}) ended: {ended}")
+            LOG.info(f"{name} (pid {proc.pid}) ended: {ended}")
         finally:
             self.slots.release()
 
     def _missed(self, job: Job, slot: datetime, why: str) -> None:
         from jobrunner.alerts import outbox as alerts
         message = f"{job.name}: slot {iso(slot)} not run: {why}"
-        log(message)
+        LOG.info(message)
         alerts.emit(self.project, "job.missed", job.name, None, message,
                     {"slot": iso(slot), "reason": why}, cause=iso(slot) or "", once=True)
 
@@ -262,7 +254,7 @@ class Daemon:
             timezone="UTC", executors={"default": ThreadPoolExecutor(max_workers=100)})
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
         self.scheduler.start()
-        log(f"started (pid {os.getpid()}) for {self.project.root}")
+        LOG.info(f"started (pid {os.getpid()}) for {self.project.root}")
         self.reload("start")
         try:
             while not self.flags["term"]:
@@ -278,13 +270,13 @@ class Daemon:
         return errors.EXIT_OK
 
     def _shutdown(self) -> None:
-        log("stopping: no new runs")
+        LOG.info("stopping: no new runs")
         self.scheduler.shutdown(wait=False)
         with self.lock:
             self.stop.set()
             running = list(self.children.items())
         for pid, (name, _proc) in running:
-            log(f"passing SIGTERM to {name} (pid {pid})")
+            LOG.info(f"passing SIGTERM to {name} (pid {pid})")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
@@ -296,11 +288,11 @@ class Daemon:
         with self.lock:
             left = list(self.children.items())
         for pid, (name, proc) in left:
-            log(f"{name} (pid {pid}) still running after {self.grace:g}s: killing it")
+            LOG.info(f"{name} (pid {pid}) still running after {self.grace:g}s: killing it")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             proc.wait()
-        log("stopped")
+        LOG.info("stopped")
 
 
 class DaemonBusy(errors.JobrunnerError):

@@ -7,6 +7,7 @@ launcher shares; `run_job` then runs a slot once, whoever launched it.
 
 from __future__ import annotations
 
+import logging
 import random
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import load_all, load_job
 from jobrunner.config.project import Project
 
+log = logging.getLogger("jobrunner")
 # cron starts a line within the minute; a slot is on time through its whole minute.
 MIN_DUE_WINDOW = timedelta(seconds=60)
 # Worst last: what `run --due` exits with when several runs end differently.
@@ -81,7 +83,7 @@ def run_due(project: Project, names: list[str] | None = None, trigger: str = "du
     else:
         jobs, problems = load_all(project)
     for problem in problems:
-        print(problem, file=sys.stderr)
+        log.error("%s", problem)
     if problems:
         from jobrunner.alerts import outbox as alerts
         alerts.alert_invalid(project, problems)
@@ -101,7 +103,7 @@ def run_due(project: Project, names: list[str] | None = None, trigger: str = "du
     for name, proc in children:
         code = proc.wait()
         if code < 0:
-            print(f"jobrunner: {name}: run killed by signal {-code}", file=sys.stderr)
+            log.error("%s: run killed by signal %d", name, -code)
             code = errors.EXIT_FAILED
         codes.append(code)
     return worst(codes)

@@ -87,7 +87,7 @@ class Backend:
         with self._writing() as rows:
             yield Writer(rows, self.redactor)
 
-    def _now(self, db: Rows) -> datetime:
+    def _now(self, db: Rows) -> datetime:  # noqa: ARG002 - one host: no server to ask
         """The time every writer of this state agrees on, read on `db`: the times the
         mixins write themselves (claims, outcomes, backoffs) and compare later, maybe
         from another process or host, come from here. An embedded state has one host:
