@@ -23,13 +23,16 @@ import logging
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from jobrunner.clock import iso, utcnow
 from jobrunner.errors import JobrunnerError
 from jobrunner.state import State
+
+if TYPE_CHECKING:
+    from jobrunner.config.jobfile import Job
 
 log = logging.getLogger("jobrunner")
 
@@ -129,7 +132,7 @@ def routed_channels(project: Any, event: str, job: str | None,
 def emit(
     project: Any,
     event: str,
-    job: str | None,
+    job: Job | str | None,
     run_id: str | None,
     message: str,
     details: dict[str, Any] | None = None,
@@ -142,9 +145,13 @@ def emit(
 
     `cause` tells repeats apart (default: the run id); a repeat inside the cooldown (or
     ever, with `once`) is counted and not sent. Never raises for a delivery problem.
+    `job` is the Job when the caller has it (its `[alerts] events` route the alert), else
+    a job's name (its file is read for the routing) or None.
     Message and details pass the project's Redactor before they are encoded; the outbox
     row (the store) and the alert log line pass it again as text.
     """
+    if job is not None and not isinstance(job, str):
+        job, job_events = job.name, list(job.spec.alerts.events)
     alert, _ = _raise(project, event, job, run_id, message, details, cause, once, job_events)
     return alert
 

@@ -20,12 +20,12 @@ memory_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(memory_app, name="memory")
-DEFAULT_BUDGET = 500
 
 
 def _agent(proj: Any, agent: str) -> tuple[Path, int]:
     """The agent's MEMORY.md and its budget: the smallest `memory.budget_tokens` of the
     jobs that name it (so the file fits every one of them)."""
+    from jobrunner.config.jobfile import MemoryPolicy
     from jobrunner.config.jobs import load_all
     from jobrunner.config.validation import JOB_NAME
     from jobrunner.memory.format import memory_path, refuse_symlinks
@@ -40,7 +40,7 @@ def _agent(proj: Any, agent: str) -> tuple[Path, int]:
         known = sorted({j.agent for j in jobs} | {
             p.name for p in proj.memory_dir.glob("*") if p.is_dir()})
         raise NotFoundError(f"{agent}: no such agent (agents: {', '.join(known) or 'none'})")
-    return path, min(budgets) if budgets else DEFAULT_BUDGET
+    return path, min(budgets) if budgets else MemoryPolicy().budget_tokens
 
 
 def _budget_line(path: Path, memory: Any, budget: int) -> str:
@@ -116,8 +116,9 @@ def edit(
 ) -> None:
     """Open $VISUAL or $EDITOR on a copy, under the agent's lock (runs of the agent wait);
     on save, check it is text and write it like any other version."""
+    from jobrunner.config.jobs import agent_history
     from jobrunner.memory.format import MemoryFileError, decode, template
-    from jobrunner.memory.store import history_keep, save
+    from jobrunner.memory.store import save
 
     proj = project(ctx)
     path, budget = _agent(proj, agent)
@@ -144,7 +145,7 @@ def edit(
         if edited == current:
             typer.echo(f"no changes to {path}")
         else:
-            save(path, edited, current, "edit", proj.redactor(), keep=history_keep(proj, agent))
+            save(path, edited, current, "edit", proj.redactor(), keep=agent_history(proj, agent))
             typer.echo(f"saved {path}" + ("; the previous version is in history/"
                                           if current else ""))
         shutil.rmtree(folder, ignore_errors=True)
@@ -211,8 +212,9 @@ def restore(
     version: str = typer.Argument(..., help="The version to bring back (see `history`)."),
 ) -> None:
     """Make a version from history/ the current memory (the replaced one is kept)."""
+    from jobrunner.config.jobs import agent_history
     from jobrunner.memory.format import MemoryFileError, decode
-    from jobrunner.memory.store import find_version, history_keep, save
+    from jobrunner.memory.store import find_version, save
 
     proj = project(ctx)
     path, budget = _agent(proj, agent)
@@ -226,7 +228,7 @@ def restore(
             raise ConfigError(f"{exc}\nnothing was restored") from exc
         current = _read(path)
         if not save(path, content, current, "restore", proj.redactor(),
-                    keep=history_keep(proj, agent)):
+                    keep=agent_history(proj, agent)):
             typer.echo(f"{path} already is version {found.name}")
             return
         typer.echo(f"restored {found.name} as {path}; the replaced version is in history/")

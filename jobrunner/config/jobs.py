@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from jobrunner.config.jobfile import Job, JobFile, ToolPolicy, merge
+from jobrunner.config.jobfile import Job, JobFile, MemoryPolicy, ToolPolicy, merge
 from jobrunner.config.project import Project, read_toml
 from jobrunner.config.validation import JOB_NAME, located_errors
 from jobrunner.errors import ConfigError, NotFoundError
@@ -153,3 +153,26 @@ def load_all(project: Project) -> tuple[list[Job], list[str]]:
     problems.extend(f"{project.jobs_dir / (n + '.toml')}:1: name: job names match "
                     "[a-z0-9][a-z0-9_-]{0,63}" for n in bad)
     return jobs, problems
+
+
+def agent_history(project: Project, agent: str) -> int:
+    """How many earlier versions an agent keeps: the largest `[memory] history` of the
+    jobs that name it, so one job's small count never trims what another keeps. Only job
+    files that can name the agent are validated (a run of one of 200 jobs must not pay
+    for parsing them all)."""
+    everyone = project.settings.defaults.get("agent") == agent
+    counts = []
+    for name in project.job_names():
+        if name != agent and not everyone:
+            try:
+                if agent not in project.job_path(name).read_text(encoding="utf-8"):
+                    continue
+            except (OSError, UnicodeDecodeError):
+                continue
+        try:
+            job = load_job(project, name)
+        except ConfigError:
+            continue
+        if job.agent == agent:
+            counts.append(job.spec.memory.history)
+    return max(counts, default=MemoryPolicy().history)

@@ -184,7 +184,7 @@ class LedgerGate:
         # Redacted before it is cut short: a cut secret would escape the mask.
         shown = json.dumps(self.store.redactor.data(args), default=str)
         alerts.emit(
-            self.project, "approval.pending", self.job.name, self.run_id,
+            self.project, "approval.pending", self.job, self.run_id,
             f"{self.job.name}: {spec.name}({shown[:120]}) waits for approval {approval.id} "
             f"({why}); run `jobrunner approve {approval.id}` or `jobrunner reject "
             f"{approval.id}` before {approval.expires_at}",

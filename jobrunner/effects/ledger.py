@@ -49,8 +49,9 @@ def result_text(data: Any) -> str:
 
 def args_hash(args: dict[str, Any]) -> str:
     """A short stable hash of canonical arguments (the `{args}` placeholder)."""
-    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    from jobrunner.tools.dispatch import canonical_args
+
+    return hashlib.sha256(canonical_args(args).encode()).hexdigest()[:16]
 
 
 def slot_text(slot: datetime) -> str:

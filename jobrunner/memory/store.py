@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jobrunner import errors
+from jobrunner.config.jobfile import MemoryPolicy
 from jobrunner.locks.file import Acquired, Busy, RunLock
 from jobrunner.memory.format import (
     Memory,
@@ -38,7 +39,8 @@ from jobrunner.redact import Redactor
 
 log = logging.getLogger("jobrunner")
 
-HISTORY_KEEP = 30
+# The default of `[memory] history`: earlier versions an agent keeps.
+HISTORY_KEEP = MemoryPolicy().history
 NOT_WRITTEN = "memory not written"  # how a note for the report says the write failed
 _VERSION = re.compile(r"^(?P<stamp>\d{8}T\d{12}Z)-(?P<tag>.+?)(?:-(?P<kind>proposal))?\.md$")
 
@@ -98,32 +100,6 @@ def save_history(path: Path, content: bytes, tag: str, redactor: Redactor, kind:
         old.unlink(missing_ok=True)
     write_atomic(target, content, redactor)
     return target
-
-
-def history_keep(project: Any, agent: str) -> int:
-    """How many earlier versions an agent keeps: the largest `[memory] history` of the
-    jobs that name it, so one job's small count never trims what another keeps. Only job
-    files that can name the agent are validated (a run of one of 200 jobs must not pay
-    for parsing them all)."""
-    from jobrunner.config.jobs import load_job
-    from jobrunner.errors import ConfigError
-
-    everyone = project.settings.defaults.get("agent") == agent
-    counts = []
-    for name in project.job_names():
-        if name != agent and not everyone:
-            try:
-                if agent not in project.job_path(name).read_text(encoding="utf-8"):
-                    continue
-            except (OSError, UnicodeDecodeError):
-                continue
-        try:
-            job = load_job(project, name)
-        except ConfigError:
-            continue
-        if job.agent == agent:
-            counts.append(job.spec.memory.history)
-    return max(counts, default=HISTORY_KEEP)
 
 
 def save(path: Path, content: bytes, previous: bytes, tag: str, redactor: Redactor,
@@ -236,21 +212,24 @@ def _today(job: Any) -> str:
 
 
 def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Memory,
-                    raw: bytes, update: Any, line: str | None, trace: Any) -> str:
+                    raw: bytes, update: Any, line: str | None, trace: Any,
+                    keep: Callable[[], int]) -> str:
     """Write the agent's rewrite and jobrunner's failure-log line, once, at the end of the
     session (the caller holds the agent's lock). A person's edit made during the session
     wins: the agent's version goes to history/ as a proposal and `memory.conflict` is
     alerted. Returns a note for the report ("" when all went as planned); a disk that
     refuses the write is such a note too, not a failure of the run."""
     try:
-        return _write_after_run(project, job, run_id, path, memory, raw, update, line, trace)
+        return _write_after_run(project, job, run_id, path, memory, raw, update, line, trace,
+                                keep)
     except OSError as exc:
         trace.emit("memory.not_written", reason=str(exc))
         return f"{NOT_WRITTEN} ({path}): {exc.strerror or exc}"
 
 
 def _write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Memory,
-                     raw: bytes, update: Any, line: str | None, trace: Any) -> str:
+                     raw: bytes, update: Any, line: str | None, trace: Any,
+                     keep: Callable[[], int]) -> str:
     budget = job.spec.memory.budget_tokens
     if update is None and line is None:
         return ""
@@ -261,7 +240,7 @@ def _write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Me
     note = ""
     base = memory
     if current != raw:
-        note = _conflict(project, job, run_id, path, memory, update, trace)
+        note = _conflict(project, job, run_id, path, memory, update, trace, keep)
         try:
             base = decode(current, path)
         except MemoryFileError as exc:
@@ -277,13 +256,13 @@ def _write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Me
         updated = with_failure_line(updated, line, budget)
         trace.emit("memory.failure_line", line=line)
     changed = save(path, updated.render().encode("utf-8"), current, run_id, project.redactor(),
-                   keep=lambda: history_keep(project, job.agent))
+                   keep=keep)
     trace.emit("memory.write", changed=changed, tokens=updated.tokens(), budget=budget)
     return note
 
 
 def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, update: Any,
-              trace: Any) -> str:
+              trace: Any, keep: Callable[[], int]) -> str:
     from jobrunner.alerts import outbox as alerts
     if update is None:
         proposal_note = "the agent proposed no rewrite"
@@ -291,17 +270,17 @@ def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, u
     else:
         proposal = save_history(path, apply_update(memory, update).render().encode("utf-8"),
                                 run_id, project.redactor(), "proposal",
-                                keep=lambda: history_keep(project, job.agent))
+                                keep=keep)
         proposal_note = f"the agent's version is saved as history/{proposal.name}"
         details = {"path": str(path), "proposal": str(proposal)}
     trace.emit("memory.conflict", **details)
-    alerts.emit(project, "memory.conflict", job.name, run_id,
+    alerts.emit(project, "memory.conflict", job, run_id,
                 f"{path} was edited during run {run_id} of {job.name}: the edited version "
                 f"was kept; {proposal_note}", details)
     return f"memory was edited during the run: kept the edit; {proposal_note}"
 
 
-def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
+def note_crash(project: Any, job: Any, meta: dict[str, Any], keep: Callable[[], int]) -> None:
     """A run died without finishing (kill -9, OOM, reboot): put it in the agent's failure
     log, as if the run had written it. Best effort under the agent's lock: a memory that
     is busy or unreadable is left alone (the crash is still recorded and alerted)."""
@@ -326,7 +305,7 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any]) -> None:
         updated = with_failure_line(memory, line, job.spec.memory.budget_tokens)
         try:
             save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
-                 project.redactor(), keep=lambda: history_keep(project, job.agent))
+                 project.redactor(), keep=keep)
         except OSError as exc:
             log.warning("%s: could not note the crash of run %s in %s: %s", job.name,
                         meta.get("run_id"), path, exc.strerror or exc)

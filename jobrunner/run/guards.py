@@ -6,7 +6,6 @@ whose reason becomes the run's `stop_reason`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +14,7 @@ from jobrunner.events import Status
 from jobrunner.models.pricing import Price, worst_case_cost
 from jobrunner.run.tally import Tally
 from jobrunner.tokens import estimate_tokens
+from jobrunner.tools.dispatch import canonical_args
 
 MIN_OUTPUT_TOKENS = 256
 LOOP_REPEATS = 3  # the same call a third time is a loop
@@ -109,7 +109,7 @@ def before_tool_call(limits: Limits, tally: Tally, name: str, args: dict[str, An
     if tally.tool_calls >= limits.max_tool_calls:
         return Stop(Status.LIMIT, "max_tool_calls",
                     f"reached max_tool_calls ({limits.max_tool_calls})")
-    key = name + ":" + json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
+    key = name + ":" + canonical_args(args)
     count = tally.call_counts.get(key, 0) + 1
     tally.call_counts[key] = count
     if count >= LOOP_REPEATS:

@@ -183,9 +183,9 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
     if event:
         first = report.splitlines()[0] if report else \
             f"{job.name}: {ending.status} ({ending.reason})"
-        alerts.emit(run.project, event, job.name, run.run_id, first,
+        alerts.emit(run.project, event, job, run.run_id, first,
                     {"status": ending.status, "stop_reason": ending.reason, "report": report},
-                    cause=ending.reason, job_events=list(job.spec.alerts.events))
+                    cause=ending.reason)
     if run.started and (refused := _after_run(run, ending)):
         problems.append(refused)
         report = "\n".join([report, refused]).strip()

@@ -21,6 +21,7 @@ def record_crash(project: Any, store: State, meta: dict[str, Any], job: Any = No
     """A run died holding the lock (kill -9, OOM, reboot, or stopped as stale): record it
     `crashed`, note it in the agent's failure log, and alert `run.crashed` once for that run."""
     from jobrunner.alerts import outbox as alerts
+    from jobrunner.config.jobs import agent_history
     from jobrunner.memory import store as memory_store
     run_id = meta.get("run_id")
     row = store.get_run(run_id) if run_id else None
@@ -32,8 +33,9 @@ def record_crash(project: Any, store: State, meta: dict[str, Any], job: Any = No
             status="crashed", ended_at=row.ended_at or iso(utcnow()), stop_reason=reason,
             report=f"run {run_id} ({where}) {how}", exit_code=errors.EXIT_FAILED)
         if job is not None and changed and row.status == "running":
-            memory_store.note_crash(project, job, meta)
-    alerts.emit(project, "run.crashed", meta.get("job"), run_id,
+            memory_store.note_crash(project, job, meta,
+                                    keep=lambda: agent_history(project, job.agent))
+    alerts.emit(project, "run.crashed", job if job is not None else meta.get("job"), run_id,
                 f"run {run_id} of {meta.get('job')} {how} ({where})",
                 {"lock": meta, "stop_reason": reason}, cause=run_id or "", once=True)
 
@@ -131,7 +133,7 @@ def on_stale(project: Any, store: State, job: Any, lock: RunLock,
     holder_id = holder.get("run_id") or ""
     terminate = policy.on_stale == "terminate" and holder.get("host") == socket.gethostname()
     action = "terminating it" if terminate else "not starting another run"
-    alerts.emit(project, "lock.stale", job.name, holder_id,
+    alerts.emit(project, "lock.stale", job, holder_id,
                 f"{job.name}: run {holder_id} has held the lock since {holder.get('started_at')}, "
                 f"past lock.stale_after; {action}",
                 {"holder": holder, "on_stale": policy.on_stale}, cause=holder_id, once=True)
@@ -171,12 +173,12 @@ def after_run(project: Any, store: State, job: Any, run_id: str, status: str) ->
         failures = pause.consecutive_failures(store, job.name, limit)
         reason = f"{failures} consecutive runs did not complete (pause_after = {limit})"
         if failures >= limit and pause.pause(store, job.name, reason, run_id):
-            alerts.emit(project, "job.paused", job.name, run_id,
+            alerts.emit(project, "job.paused", job, run_id,
                         f"{job.name} paused: {reason}; `jobrunner resume {job.name}` lifts it",
                         {"failures": failures, "pause_after": limit}, cause=run_id)
     elif status == "completed":
         previous = pause.recent_outcomes(store, job.name, 2, since_resume=False)
         if len(previous) == 2 and previous[1] in pause.FAILED:
-            alerts.emit(project, "run.recovered", job.name, run_id,
+            alerts.emit(project, "run.recovered", job, run_id,
                         f"{job.name} completed again after failed runs",
                         {"previous_status": previous[1]}, cause=run_id)

@@ -17,7 +17,7 @@ from typing import Any
 from jobrunner import errors
 from jobrunner.clock import iso, utcnow
 from jobrunner.config.jobfile import Job
-from jobrunner.config.jobs import environment_problems, load_job
+from jobrunner.config.jobs import agent_history, environment_problems, load_job
 from jobrunner.config.project import Project
 from jobrunner.events import Status, StopReason
 from jobrunner.locks.file import (
@@ -328,9 +328,10 @@ def _with_agent(run: RunContext, tools: Any, client: Any, price: Any) -> Ending:
             _TERM_ARMED.clear()
         update = session.tally.memory_update if ending.reason != StopReason.TERMINATED \
             else None
-        note = memory_store.write_after_run(project, job, run.run_id, path, memory, raw,
-                                            update, failure_line(job, run.run_id, ending),
-                                            trace)
+        note = memory_store.write_after_run(
+            project, job, run.run_id, path, memory, raw, update,
+            failure_line(job, run.run_id, ending), trace,
+            keep=lambda: agent_history(project, job.agent))
         if note:
             (ending.problems if memory_store.NOT_WRITTEN in note else ending.notes).append(note)
         return ending

@@ -220,7 +220,7 @@ class Daemon:
         from jobrunner.alerts import outbox as alerts
         message = f"{job.name}: slot {iso(slot)} not run: {why}"
         LOG.info(message)
-        alerts.emit(self.project, "job.missed", job.name, None, message,
+        alerts.emit(self.project, "job.missed", job, None, message,
                     {"slot": iso(slot), "reason": why}, cause=iso(slot) or "", once=True)
 
     def _on_missed(self, event: Any) -> None:

@@ -83,7 +83,7 @@ def _lock_findings(project: Any, store: State, job: Any, now: datetime) -> list[
                         f"{where}", state.as_json())]
     if state.state == "stale":
         holder = meta.get("run_id") or ""
-        alerts.emit(project, "lock.stale", job.name, holder,
+        alerts.emit(project, "lock.stale", job, holder,
                     f"{job.name}: run {holder} has held the lock since {meta.get('started_at')}, "
                     "past lock.stale_after", {"holder": meta}, cause=holder, once=True)
         return [Finding("stale", job.name, recovery.stale_message(job, meta), state.as_json())]
@@ -154,7 +154,7 @@ def _missed_findings(project: Any, store: State, job: Any, now: datetime) -> lis
     shown = ", ".join(iso(s) or "" for s in missed[:5]) + (" …" if len(missed) > 5 else "")
     message = (f"{job.name}: {len(missed)} scheduled run(s) did not start: {shown} "
                "(is its crontab line or the daemon running?)")
-    alerts.emit(project, "job.missed", job.name, None, message,
+    alerts.emit(project, "job.missed", job, None, message,
                 {"slots": [iso(s) for s in missed[:50]], "count": len(missed)},
                 cause=last, once=True)
     return [Finding("missed", job.name, message, {"slots": [iso(s) for s in missed[:50]]})]
