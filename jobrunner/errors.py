@@ -40,3 +40,8 @@ class StateError(JobrunnerError):
     """The state directory or database cannot be used (permissions, full disk)."""
 
     exit_code = EXIT_FAILED
+
+
+class LockLost(StateError):
+    """A held lock is gone (the connection that held it died): it may be another's now,
+    so the run holding it must stop."""

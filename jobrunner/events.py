@@ -62,6 +62,7 @@ class StopReason(StrEnum):
     MEMORY_UNREADABLE = "memory_unreadable"
     LEDGER_IN_DOUBT = "ledger_in_doubt"
     TERMINATED = "terminated"
+    LOCK_LOST = "lock_lost"  # the lock's database connection died mid-run
     INTERRUPTED = "interrupted"
     INTERNAL_ERROR = "internal_error"
     STATE_UNWRITABLE = "state_unwritable"  # the state disk refused a write mid-run

@@ -128,7 +128,7 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Check job files and settings without running anything."""
-    from jobrunner.config.jobs import environment_problems, load_all, load_job
+    from jobrunner.config.jobs import load_all, load_job
 
     proj = project(ctx)
     proj.settings  # noqa: B018 - validates jobrunner.toml first
@@ -136,29 +136,21 @@ def validate(
         jobs, problems = [load_job(proj, name)], []
     else:
         jobs, problems = load_all(proj)
-    # What `run` checks before it runs, validate checks too (the env_file's mode, the key).
-    ready = []
-    try:
-        for job in jobs:
-            missing = environment_problems(proj, job)
-            problems.extend(missing)
-            if not missing:
-                ready.append(job)
-    except ConfigError as exc:  # the env_file: no job can run
-        problems.extend(exc.problems)
-        ready = []
-    jobs = ready
+    jobs = _ready(proj, jobs, problems)
+    state = _state_line(proj, problems)
     now = datetime.now(UTC)
     if as_json:
         print_json({
             "valid": [{"name": j.name, "timezone": j.spec.timezone,
                        "next_run": j.schedule().next_after(now).isoformat(),
                        "next_run_local": _next_text(j, now)} for j in jobs],
-            "problems": problems,
+            "problems": problems, "state": state,
         })
     else:
         for job in jobs:
             typer.echo(f"ok  {job.name}: next run {_next_text(job, now)}")
+        if state["reachable"]:
+            typer.echo(f"state: {state['backend']} (reachable)")
         for problem in problems:
             typer.echo(relative(problem), err=True)
     from jobrunner.config.project import legacy_state_dir
@@ -171,6 +163,36 @@ def validate(
                    err=True)
     if problems:
         raise typer.Exit(2)
+
+
+def _ready(proj, jobs: list, problems: list[str]) -> list:
+    """The jobs `run` would start: what it checks before it runs, validate checks too
+    (the env_file's mode, an API key); the others' problems are added to `problems`."""
+    from jobrunner.config.jobs import environment_problems
+
+    ready = []
+    try:
+        for job in jobs:
+            missing = environment_problems(proj, job)
+            problems.extend(missing)
+            if not missing:
+                ready.append(job)
+    except ConfigError as exc:  # the env_file: no job can run
+        problems.extend(exc.problems)
+        return []
+    return ready
+
+
+def _state_line(proj, problems: list[str]) -> dict:
+    """Which state backend the project uses, and whether it answers (a problem if not)."""
+    from jobrunner.errors import StateError
+
+    try:
+        store = proj.store()
+    except (StateError, ConfigError) as exc:
+        problems.append(str(exc))
+        return {"backend": None, "reachable": False, "error": str(exc)}
+    return {"backend": store.describe(), "reachable": True, "error": None}
 
 
 @app.command("next")

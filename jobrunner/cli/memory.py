@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -14,6 +15,7 @@ import typer
 
 from jobrunner.cli.app import app, print_json, project, table
 from jobrunner.errors import ConfigError, NotFoundError
+from jobrunner.hosts import this_host
 
 memory_app = typer.Typer(
     help="Read and hand-edit agents' memory (MEMORY.md) safely.", no_args_is_help=True,
@@ -109,6 +111,22 @@ def show(
     typer.echo(_budget_line(path, memory, budget))
 
 
+def _sync(proj: Any, agent: str, path: Path, step: str) -> None:
+    """On a state several hosts share, a hand edit starts from the newest version and
+    becomes the next one (see memory.shared); elsewhere MEMORY.md alone is the memory."""
+    store = proj.store()
+    if not store.shares_memory:
+        return
+    from jobrunner.config.jobs import agent_history
+    from jobrunner.memory import shared
+
+    keep = functools.partial(agent_history, proj, agent)
+    note = shared.pull(proj, store, agent, path, keep) if step == "pull" else \
+        shared.push(proj, store, agent, path, f"edit@{this_host()}", keep)
+    if note:
+        typer.echo(note, err=True)
+
+
 @memory_app.command("edit")
 def edit(
     ctx: typer.Context,
@@ -124,6 +142,7 @@ def edit(
     path, budget = _agent(proj, agent)
     lock = _hold(proj, agent, "edit")
     try:
+        _sync(proj, agent, path, "pull")
         current = _read(path)
         folder = Path(tempfile.mkdtemp(prefix=f"jobrunner-memory-{agent}-"))
         copy = folder / "MEMORY.md"
@@ -146,6 +165,7 @@ def edit(
             typer.echo(f"no changes to {path}")
         else:
             save(path, edited, current, "edit", proj.redactor(), keep=agent_history(proj, agent))
+            _sync(proj, agent, path, "push")
             typer.echo(f"saved {path}" + ("; the previous version is in history/"
                                           if current else ""))
         shutil.rmtree(folder, ignore_errors=True)
@@ -220,6 +240,7 @@ def restore(
     path, budget = _agent(proj, agent)
     lock = _hold(proj, agent, "restore")
     try:
+        _sync(proj, agent, path, "pull")
         found = find_version(path, version)
         content = found.path.read_bytes()
         try:
@@ -231,6 +252,7 @@ def restore(
                     keep=agent_history(proj, agent)):
             typer.echo(f"{path} already is version {found.name}")
             return
+        _sync(proj, agent, path, "push")
         typer.echo(f"restored {found.name} as {path}; the replaced version is in history/")
         typer.echo(_budget_line(path, memory, budget))
     finally:

@@ -106,7 +106,19 @@ class OtelSettings(StrictModel):
 class Settings(StrictModel):
     """The whole of `jobrunner.toml`; every key optional."""
 
+    @field_validator("state_url")
+    @classmethod
+    def _postgres(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("a PostgreSQL URL: postgresql://USER@HOST:PORT/DB")
+        return value
+
+
     state_dir: str = ""
+    # The shared state of several hosts: `postgresql://USER@HOST:PORT/DB` (empty: the
+    # embedded SQLite state in state_dir). JOBRUNNER_STATE_URL wins over it.
+    state_url: str = ""
+    state_password_env: str = ""  # the variable holding its password (else PGPASSWORD...)
     env_file: str = ""
     secrets: list[str] = Field(default_factory=list)  # env var names whose values are redacted
     email_outbox: str = "outbox"  # where send_email writes .eml files when [smtp] is absent

@@ -21,6 +21,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -248,9 +249,11 @@ class HeartbeatThread:
     """Refreshes the lock's `heartbeat_at` every `interval` seconds while a run lives,
     so `locks` and `check` can tell a live holder from a silent one."""
 
-    def __init__(self, lock: RunLock, interval: float) -> None:
+    def __init__(self, lock: Any, interval: float,
+                 on_lost: Callable[[str], None] | None = None) -> None:
         self._lock = lock
         self._interval = interval
+        self._on_lost = on_lost
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lock-heartbeat", daemon=True)
 
@@ -260,7 +263,14 @@ class HeartbeatThread:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            self._lock.heartbeat()
+            try:
+                self._lock.heartbeat()
+            except errors.LockLost as exc:  # the lock may be another's now: the run must stop
+                if self._on_lost is not None:
+                    self._on_lost(str(exc))
+                return
+            except errors.StateError:
+                continue  # a state that refuses one beat (a full disk): the next tries
 
     def stop(self) -> None:
         self._stop.set()

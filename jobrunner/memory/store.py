@@ -306,6 +306,12 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any], keep: Callable[[], 
         try:
             save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
                  project.redactor(), keep=keep)
+            store = project.store()
+            if store.shares_memory:  # the crash note is the next version for every host
+                from jobrunner.memory import shared
+
+                shared.push(project, store, job.agent, path, f"crash-{meta.get('run_id')}",
+                            keep)
         except OSError as exc:
             log.warning("%s: could not note the crash of run %s in %s: %s", job.name,
                         meta.get("run_id"), path, exc.strerror or exc)

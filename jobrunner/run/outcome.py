@@ -50,7 +50,8 @@ LESSONS = {Status.ABORTED, Status.LIMIT, Status.CRASHED}
 # Stops that are the operator's to fix (the key, its permissions, the model's name): they
 # are recorded and alerted, but they are no lesson for the agent.
 OPERATOR_STOPS = {"model_api_error:auth", "model_api_error:permission",
-                  "model_api_error:not_found"}
+                  "model_api_error:not_found", StopReason.LOCK_LOST,
+                  StopReason.STATE_UNWRITABLE}
 
 
 @dataclass

@@ -118,9 +118,12 @@ def on_orphaned(project: Any, store: State, job: Any, lock: RunLock,
 
 
 def stale_message(job: Any, holder: dict[str, Any]) -> str:
+    elsewhere = holder.get("host") not in (None, socket.gethostname())
     return (f"{job.name}: lock held by run {holder.get('run_id')} (pid {holder.get('pid')} on "
             f"{holder.get('host')}) since {holder.get('started_at')}, longer than "
-            f"lock.stale_after; this run did not start")
+            "lock.stale_after; this run did not start"
+            + ("; that host's process cannot be signalled from here: stop it there"
+               if elsewhere else ""))
 
 
 def on_stale(project: Any, store: State, job: Any, lock: RunLock,
@@ -131,8 +134,12 @@ def on_stale(project: Any, store: State, job: Any, lock: RunLock,
     from jobrunner.alerts import outbox as alerts
     policy = job.spec.lock
     holder_id = holder.get("run_id") or ""
-    terminate = policy.on_stale == "terminate" and holder.get("host") == socket.gethostname()
+    elsewhere = holder.get("host") not in (None, socket.gethostname())
+    terminate = policy.on_stale == "terminate" and not elsewhere
     action = "terminating it" if terminate else "not starting another run"
+    if elsewhere:
+        action += (f"; it runs on {holder.get('host')} and cannot be signalled from "
+                   f"{socket.gethostname()}: stop it there")
     alerts.emit(project, "lock.stale", job, holder_id,
                 f"{job.name}: run {holder_id} has held the lock since {holder.get('started_at')}, "
                 f"past lock.stale_after; {action}",

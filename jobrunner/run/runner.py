@@ -5,6 +5,7 @@ once by `outcome.conclude`."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import signal
 import threading
@@ -36,13 +37,21 @@ __all__ = ["RunOutcome", "new_run_id", "run_job"]
 
 
 class Terminated(BaseException):
-    """SIGTERM reached a run: unwind, record, release the lock."""
+    """SIGTERM reached a run (or its lock was lost): unwind, record, release the lock."""
+
+    def __init__(self, reason: str = StopReason.TERMINATED,
+                 detail: str = "the run was stopped by SIGTERM") -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
 
 
 # Set while a SIGTERM may interrupt the run (from taking the lock to the end of the
 # session); cleared once the session has ended, so the signal cannot land in the middle
 # of writing the memory, the record and the alerts.
 _TERM_ARMED = threading.Event()
+# Why the run's own heartbeat stopped it (its lock was lost), for the SIGTERM it sends.
+_LOST: list[str] = []
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -198,12 +207,20 @@ def _held(lock: Any, job: Job, project: Project) -> Iterator[None]:
     (cron starts in the home folder)."""
     from jobrunner.tools.dispatch import exit_guarded
 
-    beat = HeartbeatThread(lock, heartbeat_interval(job.spec.lock.stale_after)).start()
+    beat = HeartbeatThread(lock, heartbeat_interval(job.spec.lock.stale_after),
+                           on_lost=_lock_lost).start()
     try:
         with exit_guarded(), contextlib.chdir(project.root):
             yield
     finally:
         beat.stop()
+
+
+def _lock_lost(why: str) -> None:
+    """The heartbeat found the job's lock gone (its database connection died): another
+    host may take it now, so this run stops as a SIGTERM would stop it."""
+    _LOST.append(why)
+    signal.raise_signal(signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -214,6 +231,8 @@ def _sigterm_unwinds() -> Iterator[None]:
 
     def on_term(_signum: int, _frame: Any) -> None:
         if _TERM_ARMED.is_set():
+            if _LOST:
+                raise Terminated(StopReason.LOCK_LOST, f"the run's lock was lost: {_LOST[0]}")
             raise Terminated()
 
     _TERM_ARMED.set()
@@ -243,8 +262,8 @@ def _session(run: RunContext) -> Ending:
     _start(run)
     try:
         return _with_agent(run, tools, client, price)
-    except Terminated:
-        return Ending(Status.ABORTED, StopReason.TERMINATED, "the run was stopped by SIGTERM")
+    except Terminated as stop:
+        return Ending(Status.ABORTED, stop.reason, stop.detail)
     except errors.StateError as exc:  # the state disk refused a write mid-run
         return Ending(Status.ABORTED, StopReason.STATE_UNWRITABLE,
                       f"jobrunner: {job.name}: run {run.run_id} ended ABORTED: the state "
@@ -286,6 +305,7 @@ def _with_agent(run: RunContext, tools: Any, client: Any, price: Any) -> Ending:
     from jobrunner.effects import ledger
     from jobrunner.effects.gate import LedgerGate
     from jobrunner.memory import format as mem
+    from jobrunner.memory import shared as memory_shared
     from jobrunner.memory import store as memory_store
     from jobrunner.run.report import in_doubt_report
     from jobrunner.run.session import Session
@@ -302,6 +322,9 @@ def _with_agent(run: RunContext, tools: Any, client: Any, price: Any) -> Ending:
     try:
         started = time.monotonic()  # waiting for the agent is not the session's time
         path = mem.memory_path(project.memory_dir, job.agent)
+        keep = functools.partial(agent_history, project, job.agent)
+        shared = store.shares_memory  # several hosts: MEMORY.md is a view of the state's
+        pulled = memory_shared.pull(project, store, job.agent, path, keep) if shared else ""
         try:
             memory, raw = mem.load(path)
         except mem.MemoryFileError as exc:
@@ -321,19 +344,24 @@ def _with_agent(run: RunContext, tools: Any, client: Any, price: Any) -> Ending:
             gate=LedgerGate(project, job, store, run.run_id, run.now, run.slot, trace))
         try:
             ending = session.run()
-        except Terminated:
-            ending = Ending(Status.ABORTED, StopReason.TERMINATED,
-                            "stopped by SIGTERM before it could finish", session.tally)
+        except Terminated as stop:
+            ending = Ending(Status.ABORTED, stop.reason,
+                            "stopped by SIGTERM before it could finish"
+                            if stop.reason == StopReason.TERMINATED else stop.detail,
+                            session.tally)
         finally:
             _TERM_ARMED.clear()
-        update = session.tally.memory_update if ending.reason != StopReason.TERMINATED \
-            else None
+        stopped = ending.reason in (StopReason.TERMINATED, StopReason.LOCK_LOST)
+        update = None if stopped else session.tally.memory_update
         note = memory_store.write_after_run(
             project, job, run.run_id, path, memory, raw, update,
-            failure_line(job, run.run_id, ending), trace,
-            keep=lambda: agent_history(project, job.agent))
+            failure_line(job, run.run_id, ending), trace, keep=keep)
         if note:
             (ending.problems if memory_store.NOT_WRITTEN in note else ending.notes).append(note)
+        for shared_note in (pulled, memory_shared.push(project, store, job.agent, path,
+                                                       run.run_id, keep) if shared else ""):
+            if shared_note:
+                ending.notes.append(shared_note)
         return ending
     finally:
         held.release()

@@ -67,6 +67,9 @@ class Backend:
     kind = "?"
     # The column that orders rows written in the same second as they were written.
     insertion = "rowid"
+    # Whether agents' memories are kept here as versions, for several hosts to share (the
+    # embedded state keeps MEMORY.md alone, as it always has).
+    shares_memory = False
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor

@@ -26,7 +26,11 @@ RETRYABLE = ("failed", "not_done")
 
 
 def _entry(row: dict[str, Any]) -> Entry:
-    return Entry(**{k: row[k] for k in LEDGER_FIELDS})
+    return Entry(**{k: row[k] for k in LEDGER_FIELDS}, run_status=row.get("run_status"))
+
+
+# Entries with the status of the run that recorded their intent.
+_ENTRIES = "SELECT l.*, r.status AS run_status FROM ledger l LEFT JOIN runs r ON r.id = l.run_id"
 
 
 def _approval(row: dict[str, Any]) -> Approval:
@@ -40,23 +44,23 @@ class EffectsMixin(Backend):
 
     def ledger_get(self, key: str) -> Entry | None:
         with self._read() as db:
-            row = db.one("SELECT * FROM ledger WHERE key = ?", (key,))
+            row = db.one(f"{_ENTRIES} WHERE l.key = ?", (key,))
         return _entry(row) if row else None
 
     def ledger_entries(self, job: str | None = None, limit: int = 200) -> list[Entry]:
         """Newest first."""
-        where, params = ("WHERE job = ?", (job,)) if job else ("", ())
+        where, params = ("WHERE l.job = ?", (job,)) if job else ("", ())
         with self._read() as db:
-            rows = db.all(f"SELECT * FROM ledger {where} ORDER BY intent_at DESC, "
-                          f"{self.insertion} DESC "
+            rows = db.all(f"{_ENTRIES} {where} ORDER BY l.intent_at DESC, "
+                          f"l.{self.insertion} DESC "
                           "LIMIT ?", (*params, limit))
         return [_entry(r) for r in rows]
 
     def ledger_open(self, job: str) -> list[Entry]:
         """The job's entries whose outcome is not recorded (running or in doubt)."""
         with self._read() as db:
-            rows = db.all("SELECT * FROM ledger WHERE job = ? AND status IN "
-                          "('intent', 'in_doubt') ORDER BY intent_at", (job,))
+            rows = db.all(f"{_ENTRIES} WHERE l.job = ? AND l.status IN "
+                          "('intent', 'in_doubt') ORDER BY l.intent_at", (job,))
         return [_entry(r) for r in rows]
 
     def ledger_begin(self, key: str, *, job: str, tool: str, args: str, run_id: str,

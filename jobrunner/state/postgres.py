@@ -32,7 +32,7 @@ from functools import lru_cache
 from typing import Any
 
 from jobrunner.clock import iso, parse_iso, utcnow
-from jobrunner.errors import ConfigError, StateError
+from jobrunner.errors import ConfigError, LockLost, StateError
 from jobrunner.redact import Redactor
 from jobrunner.state.base import Ident, Rows
 from jobrunner.state.interface import State
@@ -240,6 +240,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE approvals ADD COLUMN row_seq BIGINT GENERATED ALWAYS AS IDENTITY;
         """,
     ),
+    (
+        "100_memory_versions",
+        """
+        CREATE TABLE memory_versions (
+            agent TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            content TEXT NOT NULL,
+            source TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (agent, version)
+        );
+        """,
+    ),
 ]
 
 
@@ -249,6 +262,18 @@ def _psycopg(where: str) -> Any:
     except ImportError as exc:
         raise ConfigError(f"{where}: a PostgreSQL state needs psycopg: {EXTRA}") from exc
     return psycopg
+
+
+def project_identity(url: str) -> str:
+    """What every host of a project calls it: its database and schema, as the URL names
+    them. Not the project folder (each host may keep it elsewhere), not the server's host
+    name (hosts may reach it by other names): advisory locks are per database, so two
+    projects sharing a server must not share a lock key."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    options = " ".join(parse_qs(parts.query).get("options", []))
+    return f"{parts.path.lstrip('/')}|{options}"
 
 
 def _int32(text: str) -> int:
@@ -310,6 +335,7 @@ class PostgresState(State):
 
     kind = "postgres"
     insertion = "row_seq"
+    shares_memory = True  # hosts share agents' memories through memory_versions
 
     def __init__(self, url: str, redactor: Redactor, project: str,
                  password_env: str | None = None, where: str = "state") -> None:
@@ -490,10 +516,6 @@ class PostgresState(State):
 
 # The columns of a holder record; every other field rides in `extra`.
 _HOLDER_COLUMNS = ("state", "run_id", "job", "pid", "host", "started_at", "heartbeat_at")
-
-
-class LockLost(StateError):
-    """The connection holding a lock is gone: the lock may be another's already."""
 
 
 class PostgresLock:

@@ -97,12 +97,16 @@ class Entry:
     error: str | None = None
     resolved_by: str | None = None
     resolved_at: str | None = None
+    run_status: str | None = None  # the status of the run that recorded the intent
 
     @property
     def state(self) -> str:
-        """The status as an operator needs it: an `intent` whose process is gone is
-        `in_doubt`; one whose process still runs is `running`."""
+        """The status as an operator needs it: an `intent` whose run has ended, or whose
+        process is gone, is `in_doubt` (a process on another host cannot be asked, but
+        its run's record can: recorded crashed, it is in doubt); otherwise `running`."""
         if self.status == "intent":
+            if self.run_status not in (None, "running"):
+                return "in_doubt"
             return "running" if owner_alive(self.pid, self.host) else "in_doubt"
         return self.status
 

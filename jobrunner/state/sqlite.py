@@ -174,6 +174,19 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "070_memory_versions",
+        """
+        CREATE TABLE memory_versions (
+            agent TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            content TEXT NOT NULL,
+            source TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (agent, version)
+        );
+        """,
+    ),
 ]
 
 
