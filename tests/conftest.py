@@ -19,6 +19,9 @@ import pytest
 
 from tests.fake_api import FakeMessagesAPI
 
+# The real PostgreSQL server fixtures (`pg_server`, `pg_url`).
+pytest_plugins = ["tests.pg_server"]
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = "sk-ant-test-0123456789abcdef"  # a fake key: tests check it never leaks
 

@@ -22,8 +22,6 @@ from jobrunner.redact import Redactor
 from jobrunner.state.postgres import MIGRATIONS, LockLost, PostgresState
 from tests.state_contract import StateContract
 
-pytest_plugins = ["tests.pg_server"]
-
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -664,10 +664,12 @@ class PostgresLock:
         with self._meta_guard:
             self._write({**holder, "state": "crashed"}, ("recorded_at",))
 
-    def release(self, keep_meta: bool = False) -> None:
+    def release(self, keep_meta: bool = False, last_run: dict[str, Any] | None = None) -> None:
         """Mark the lock free (unless `keep_meta`), then unlock and close its connection.
         The explicit unlock frees it before this returns; closing alone would free it
-        when the server has noticed."""
+        when the server has noticed. `last_run` rides on the free record, as on a file
+        lock's (the run's end, for the next holder to record should the state have
+        refused it)."""
         with self._meta_guard:
             if not self.held:
                 return
@@ -681,7 +683,8 @@ class PostgresLock:
                         "job = NULL, pid = NULL, host = NULL, started_at = NULL, "
                         "heartbeat_at = NULL, extra = jsonb_build_object('last_run_id', "
                         "COALESCE(lock_holders.run_id, lock_holders.extra->>'last_run_id'), "
-                        f"'released_at', {NOW_TEXT})", (self.key,))
+                        f"'released_at', {NOW_TEXT}) || %s::jsonb",
+                        (self.key, json.dumps({"last_run": last_run} if last_run else {})))
                 conn.execute("SELECT pg_advisory_unlock(%s, %s)", self.keys)
             except self.state.psycopg.Error as exc:
                 raise self._error(exc) from exc
