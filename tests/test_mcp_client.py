@@ -181,7 +181,7 @@ def test_calls_map_to_structured_results(shared):
     assert added.ok and added.data == {"sum": 5}
     failed = shared.call("fail", {"message": "disk is full"})
     assert not failed.ok and not failed.raised and not failed.timed_out
-    assert failed.error.startswith("test.fail: ") and "disk is full" in failed.error
+    assert failed.error.endswith("disk is full (MCP server 'test', tool 'fail')")
 
 
 def test_arguments_are_checked_against_the_schema_before_the_call(shared):
@@ -209,7 +209,8 @@ def test_the_server_gets_a_scrubbed_environment_and_the_project_root(shared):
 
 def test_a_hanging_tool_is_bounded_and_the_server_stays_usable(shared):
     hung = shared.call("hang", {"seconds": 600}, timeout=0.5)
-    assert not hung.ok and hung.timed_out and hung.error == "test.hang: timed out after 0.5s"
+    assert not hung.ok and hung.timed_out
+    assert hung.error == "timed out after 0.5s (MCP server 'test', tool 'hang')"
     by_deadline = shared.call("hang", {"seconds": 600}, deadline=time.monotonic() + 0.5)
     assert by_deadline.timed_out
     spent = shared.call("echo", {"text": "x"}, deadline=time.monotonic() - 1)
@@ -248,7 +249,8 @@ def test_a_crashing_server_fails_the_call_and_every_later_one(tmp_path):
     with connect(stdio(), tmp_path) as conn:
         crashed = conn.call("crash", {"code": 3})
         assert not crashed.ok and crashed.raised
-        assert crashed.error.startswith("test.crash: the server closed the connection mid-call")
+        assert crashed.error.startswith("the server closed the connection mid-call")
+        assert crashed.error.endswith("(MCP server 'test', tool 'crash')")
         assert "crashing with code 3" in crashed.error  # the last line of its stderr
         later = conn.call("echo", {"text": "x"})
         assert not later.ok and "the server is gone" in later.error
@@ -259,7 +261,7 @@ def test_a_server_that_cannot_start_is_a_start_error(tmp_path):
     with pytest.raises(McpStartError, match="command not found: 'no-such-mcp-server-xyz'"):
         missing.list_tools()
     result = missing.call("anything", {})
-    assert not result.ok and "test.anything: " in result.error
+    assert not result.ok and "(MCP server 'test', tool 'anything')" in result.error
     assert "command not found" in result.error
 
 
