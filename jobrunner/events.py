@@ -61,6 +61,7 @@ class StopReason(StrEnum):
     AGENT_BUSY = "agent_busy"
     MEMORY_UNREADABLE = "memory_unreadable"
     LEDGER_IN_DOUBT = "ledger_in_doubt"
+    MCP_SERVER_FAILED = "mcp_server_failed"  # an MCP server did not start or list its tools
     TERMINATED = "terminated"
     INTERRUPTED = "interrupted"
     INTERNAL_ERROR = "internal_error"

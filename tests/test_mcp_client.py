@@ -95,6 +95,7 @@ def test_a_server_is_a_command_or_a_url_and_says_which_key_is_wrong():
         ({"command": ["a"], "env": {"K": "v"}, "secrets_env": ["K"]}, "both in `env`"),
         ({"command": ["a"], "timeout": "soon"}, "is not a duration"),
         ({"command": ["a"], "timeout": 0}, "more than 0"),
+        ({"command": ["a"], "start_timeout": "0s"}, "more than 0"),
         ({"command": ["a"], "cwd": "/"}, "Extra inputs are not permitted"),
     ]
     for keys, message in cases:
@@ -276,7 +277,8 @@ def test_a_server_that_exits_at_once_says_why(tmp_path):
 
 def test_a_server_that_never_answers_is_bounded_and_killed(tmp_path):
     script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
-    conn = connect(McpServerConfig(command=[sys.executable, "-c", script], timeout=2), tmp_path)
+    conn = connect(McpServerConfig(command=[sys.executable, "-c", script], start_timeout=2),
+                   tmp_path)
     with pytest.raises(McpStartError, match="no answer to the handshake within 2s"):
         conn.start()
     assert conn.pgid is not None and not group_alive(conn.pgid)
@@ -298,7 +300,7 @@ def test_a_missing_secret_is_a_config_error(tmp_path):
 ])
 def test_a_failed_or_malformed_tools_list_is_a_list_error(tmp_path, kind, message):
     with connect(stdio("--malformed", kind, timeout=1), tmp_path) as conn:
-        conn.start(timeout=30)  # a loaded machine may take more than 1s to start it
+        conn.start()  # within start_timeout: a loaded machine may take more than 1s
         with pytest.raises(McpListError, match=message):
             conn.list_tools()
 

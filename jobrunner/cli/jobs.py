@@ -126,9 +126,12 @@ def validate(
     ctx: typer.Context,
     name: str | None = typer.Argument(None, help="One job (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
+    connect: bool = typer.Option(False, "--connect",
+                                 help="Start each MCP server a job uses, list its tools "
+                                      "and their policy, and stop it."),
 ) -> None:
     """Check job files and settings without running anything."""
-    from jobrunner.config.jobs import environment_problems, load_all, load_job
+    from jobrunner.config.jobs import load_all, load_job, mcp_tool_listing
 
     proj = project(ctx)
     proj.settings  # noqa: B018 - validates jobrunner.toml first
@@ -136,29 +139,25 @@ def validate(
         jobs, problems = [load_job(proj, name)], []
     else:
         jobs, problems = load_all(proj)
-    # What `run` checks before it runs, validate checks too (the env_file's mode, the key).
-    ready = []
-    try:
-        for job in jobs:
-            missing = environment_problems(proj, job)
-            problems.extend(missing)
-            if not missing:
-                ready.append(job)
-    except ConfigError as exc:  # the env_file: no job can run
-        problems.extend(exc.problems)
-        ready = []
-    jobs = ready
+    jobs = _ready(proj, jobs, problems)
+    mcp = {}
+    for job in jobs:
+        mcp[job.name], found = mcp_tool_listing(proj, job, connect)
+        problems.extend(found)
     now = datetime.now(UTC)
     if as_json:
         print_json({
             "valid": [{"name": j.name, "timezone": j.spec.timezone,
                        "next_run": j.schedule().next_after(now).isoformat(),
-                       "next_run_local": _next_text(j, now)} for j in jobs],
+                       "next_run_local": _next_text(j, now), "mcp_tools": mcp[j.name]}
+                      for j in jobs],
             "problems": problems,
         })
     else:
         for job in jobs:
             typer.echo(f"ok  {job.name}: next run {_next_text(job, now)}")
+            for line in _mcp_lines(mcp[job.name]):
+                typer.echo(f"    {line}")
         for problem in problems:
             typer.echo(relative(problem), err=True)
     from jobrunner.config.project import legacy_state_dir
@@ -171,6 +170,41 @@ def validate(
                    err=True)
     if problems:
         raise typer.Exit(2)
+
+
+def _ready(proj, jobs: list, problems: list[str]) -> list:
+    """The jobs that could run: what `run` checks before it runs, validate checks too
+    (the env_file's mode, the key, the MCP servers' variables)."""
+    from jobrunner.config.jobs import environment_problems
+
+    ready = []
+    try:
+        for job in jobs:
+            missing = environment_problems(proj, job)
+            problems.extend(missing)
+            if not missing:
+                ready.append(job)
+    except ConfigError as exc:  # the env_file: no job can run
+        problems.extend(exc.problems)
+        return []
+    return ready
+
+
+def _mcp_lines(listing: list[dict]) -> list[str]:
+    """A job's MCP tools as `validate` shows them."""
+    lines = []
+    for item in listing:
+        if "entry" in item:
+            lines.append(f"{item['entry']}: tools and policy come from the server "
+                         "(validate --connect lists them)")
+            continue
+        effect = "side effect" if item["side_effect"] else "read-only"
+        then = "approval" if item["needs_approval"] else "runs"
+        lines.append(f"{item['tool']} ({item['server']}/{item['name']}): risk {item['risk']}"
+                     f" ({then}), {effect}, retries {item['retries']}, timeout "
+                     f"{item['timeout']:g}s" + (", untrusted output" if
+                                                item["untrusted_output"] else ""))
+    return lines
 
 
 @app.command("next")

@@ -53,7 +53,8 @@ class McpServerConfig(StrictModel):
     env: dict[str, str] = Field(default_factory=dict)  # set for the stdio server (see SAFE_ENV)
     secrets_env: list[str] = Field(default_factory=list)  # passed through from jobrunner; redacted
     headers_env: dict[str, str] = Field(default_factory=dict)  # HTTP header -> variable; redacted
-    timeout: Duration = 30.0  # per call (and for start and listing); never past the run's deadline
+    timeout: Duration = 30.0  # per call (and tools/list); never past the run's deadline
+    start_timeout: Duration = 30.0  # to start and complete the handshake (a cold `uvx`...)
 
     @model_validator(mode="after")
     def _consistent(self) -> McpServerConfig:
@@ -62,8 +63,8 @@ class McpServerConfig(StrictModel):
                              "(streamable HTTP)")
         problem = self._stdio_problem() if self.command is not None else self._http_problem()
         problem = problem or self._names_problem()
-        if problem is None and self.timeout <= 0:
-            problem = "`timeout` must be more than 0"
+        if problem is None and min(self.timeout, self.start_timeout) <= 0:
+            problem = "`timeout` and `start_timeout` must be more than 0"
         if problem:
             raise ValueError(problem)
         return self

@@ -94,7 +94,7 @@ class McpConnection:
         self._side: ClientThread | None = None  # the SDK client's thread, once started
         self._start_error: McpStartError | None = None  # a failed start stays failed
         self._tools: dict[str, McpTool] | None = None
-        self._lost = False  # the server closed the connection: later calls fail fast
+        self._lost = ""  # why the server went away: later calls fail fast, saying so
         self._closed = False
 
     def __enter__(self) -> McpConnection:
@@ -106,8 +106,8 @@ class McpConnection:
     # -- lifecycle --
 
     def start(self, deadline: float | None = None, timeout: float | None = None) -> None:
-        """Start the server and complete the handshake within `timeout` (default: the
-        server's) and before `deadline`. Raises `McpStartError` (the run stops and reports)
+        """Start the server and complete the handshake within `timeout` (default: its
+        `start_timeout`) and before `deadline`. Raises `McpStartError` (the run stops and reports)
         (or `ConfigError` for a variable missing from jobrunner's environment)."""
         with self._lock:
             if self._start_error is not None:
@@ -119,7 +119,7 @@ class McpConnection:
                     raise McpStartError(self.name, self._start_problem())
                 return
             _import_mcp()
-            budget = self.config.timeout if timeout is None else timeout
+            budget = self.config.start_timeout if timeout is None else timeout
             if deadline is not None:
                 budget = min(budget, deadline - time.monotonic())
             if budget <= 0:
@@ -238,9 +238,10 @@ class McpConnection:
             return failed(str(exc))
         except Exception as exc:  # every failure of the request becomes a result
             error, timed_out, raised, lost = call_exception(exc, budget)
-            self._lost = self._lost or lost
-            hint = self._stderr_hint() if lost else ""
-            return failed(error + hint, timed_out=timed_out, raised=raised)
+            if lost:
+                error += self._stderr_hint()
+                self._lost = self._lost or error
+            return failed(error, timed_out=timed_out, raised=raised)
         data = self.redactor.data(content_data(result))
         if result.is_error:
             return McpCallResult(ok=False, data=data,
@@ -252,7 +253,7 @@ class McpConnection:
                  deadline: float | None) -> tuple[str, bool] | None:
         """Why the call cannot be sent, and whether it is the arguments' fault; or None."""
         if self._lost:
-            return "the server is gone (it exited or closed the connection earlier)", False
+            return f"the server is gone since an earlier call: {self._lost}", False
         if self._tools is None:
             try:
                 self.list_tools(deadline=deadline)
