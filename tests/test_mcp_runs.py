@@ -306,3 +306,207 @@ def test_help_does_not_import_mcp(project):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=project.root, timeout=60)
     assert proc.stdout.strip().endswith("MCP_NOT_LOADED"), proc.stderr
+
+
+# --- streamable HTTP --------------------------------------------------------------------------
+
+@pytest.fixture
+def http_url():
+    """The test server over streamable HTTP on a free port of 127.0.0.1."""
+    proc = subprocess.Popen([sys.executable, SERVER, "--http"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    with reaped(proc):
+        line = proc.stdout.readline()
+        assert line.startswith("URL "), line
+        yield line.split()[1]
+
+
+def test_a_job_uses_a_streamable_http_server_with_headers_from_the_environment(
+        project, fake_api, http_url):
+    declare(project, "crm", url=http_url, headers_env={"Authorization": "CRM_AUTH"})
+    project.job("crm", tools=["mcp:crm/echo", "mcp:crm/request_headers", "mcp:crm/fail"])
+    fake_api.enqueue(tool_turn([("crm__echo", {"text": "over http"}),
+                                ("crm__request_headers", {})]),
+                     tool_turn([("crm__fail", {"message": "crm is down"})]))
+    missing = project.run("validate", "crm")
+    assert missing.code == 2 and "mcp.crm.headers_env: CRM_AUTH is not set" in missing.stderr
+    ran = project.run("run", "crm", env={"CRM_AUTH": f"Bearer {SECRET}"})
+    assert ran.code == 1 and "crm is down (MCP server 'crm', tool 'fail')" in ran.stderr
+    echo, headers = results(fake_api.message_requests[1])
+    assert "over http" in echo["content"]
+    assert '"authorization": "[REDACTED]"' in headers["content"]  # sent, and never shown
+    assert SECRET not in state_text(project)
+
+
+# --- third-party servers from the package index -------------------------------------------------
+
+def test_mcp_server_time_end_to_end(project, fake_api):
+    declare(project, "time", command=[str(BIN / "mcp-server-time"), "--local-timezone", "UTC"])
+    project.job("clock", tools=["mcp:time"])
+    fake_api.enqueue(tool_turn([("time__get_current_time", {"timezone": "Asia/Tokyo"}),
+                                ("time__convert_time", {"source_timezone": "UTC",
+                                                        "time": "12:00",
+                                                        "target_timezone": "Europe/Paris"})]),
+                     *done())
+    listed = project.run("validate", "--connect", "--json")
+    assert listed.code == 0, listed.stderr
+    [job] = listed.json()["valid"]
+    policies = {t["tool"]: (t["risk"], t["side_effect"], t["needs_approval"])
+                for t in job["mcp_tools"]}
+    assert policies == {"time__get_current_time": ("low", False, False),
+                        "time__convert_time": ("low", False, False)}
+    ran = project.run("run", "clock")
+    assert ran.code == 0, ran.stderr
+    now, converted = results(fake_api.message_requests[1])
+    assert "Asia/Tokyo" in now["content"] and "+09:00" in now["content"]
+    assert "Europe/Paris" in converted["content"]
+    assert project.run("approvals", "--all", "--json").json() == []  # read-only: no approval
+    assert project.run("ledger", "--json").json() == []  # and no side effect
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_mcp_server_git_reads_freely_and_its_commit_waits_for_approval(project, fake_api):
+    git(project.root, "init", "-q", ".")
+    (project.root / "notes.txt").write_text("first note\n")
+    identity = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "agent"), ("EMAIL", "agent@example.com"))}
+    declare(project, "git", command=[str(BIN / "mcp-server-git"), "--repository", "."],
+            env=identity)
+    project.job("committer", """
+        [tool."git/git_commit"]
+        risk = "high"
+    """, tools=["mcp:git/git_status", "mcp:git/git_add", "mcp:git/git_commit"])
+    fake_api.enqueue(
+        tool_turn([("git__git_status", {"repo_path": "."}),
+                   ("git__git_add", {"repo_path": ".", "files": ["notes.txt"]})]),
+        tool_turn([("git__git_commit", {"repo_path": ".", "message": "Add the notes"})],
+                  text="Commit the note."),
+        *done())
+    listed = project.run("validate", "--connect")
+    assert listed.code == 0, listed.stderr
+    assert "git__git_status (git/git_status): risk low (runs), read-only" in listed.stdout
+    assert "git__git_add (git/git_add): risk medium (runs), side effect" in listed.stdout
+    assert "git__git_commit (git/git_commit): risk high (approval)" in listed.stdout
+    ran = project.run("run", "committer")
+    assert ran.code == 4, ran.stderr
+    status, added = results(fake_api.message_requests[1])
+    assert "notes.txt" in status["content"] and "staged" in added["content"]
+    assert "NOT executed" in results(fake_api.message_requests[2])[0]["content"]
+    assert "does not have any commits" in subprocess.run(
+        ["git", "log"], cwd=project.root, capture_output=True, text=True).stderr
+    [pending] = project.run("approvals", "--json").json()
+    assert pending["tool"] == "git__git_commit"
+    assert project.run("approve", pending["id"]).code == 0
+    assert git(project.root, "log", "--format=%an %s").strip() == "agent Add the notes"
+    ledger = {e["tool"]: e["status"] for e in project.run("ledger", "--json").json()}
+    assert ledger == {"git__git_add": "done", "git__git_commit": "done"}
+
+
+# --- validation -------------------------------------------------------------------------------
+
+def test_validate_lists_mcp_tools_and_connects_only_when_asked(project):
+    test_server(project, timeout="20s")
+    project.job("lister", """
+        [tool."test/t_additive"]
+        retries = 0
+
+        [tool."test/t_readonly"]
+        timeout = "5s"
+    """, tools=["mcp:test/t_readonly", "mcp:test/t_additive", "mcp:test/t_none",
+                "mcp:test/page"])
+    plain = project.run("validate")
+    assert plain.code == 0, plain.stderr
+    assert "mcp:test/t_readonly: tools and policy come from the server" in plain.stdout
+    connected = project.run("validate", "--connect", "--json")
+    assert connected.code == 0, connected.stderr
+    [job] = connected.json()["valid"]
+    tools = {t["tool"]: t for t in job["mcp_tools"]}
+    assert tools["test__t_readonly"] == {
+        "tool": "test__t_readonly", "server": "test", "name": "t_readonly", "risk": "low",
+        "side_effect": False, "retries": 2, "timeout": 5.0, "untrusted_output": True,
+        "needs_approval": False}
+    assert (tools["test__t_additive"]["risk"], tools["test__t_additive"]["retries"]) == \
+        ("medium", 0)
+    assert tools["test__t_none"]["risk"] == "high" and tools["test__t_none"]["needs_approval"]
+    assert tools["test__page"]["untrusted_output"]
+
+
+def test_validate_refuses_what_no_server_or_policy_allows(project):
+    test_server(project, timeout="20s", secrets_env=["NEEDED_TOKEN"])
+    project.job("bad", """
+        [tool."test/echo"]
+        timeout = "60s"
+
+        [tool."other/x"]
+        risk = "high"
+    """, tools=["mcp:nope", "mcp:test/echo", "mcp:test/"])
+    checked = project.run("validate", "bad")
+    assert checked.code == 2
+    job = "jobs/bad.toml"  # as validate names it: relative to the project
+    text = (project.root / job).read_text().splitlines()
+    line = {key: n for n, row in enumerate(text, 1) for key in ("tools", "test/echo",
+                                                                   "timeout", "other/x")
+            if row.startswith(key) or f'"{key}"' in row}
+    assert f"{job}:{line['tools']}: tools: 'mcp:nope': no MCP server 'nope' is declared" \
+        in checked.stderr
+    assert "'mcp:test/': write mcp:SERVER (every tool) or mcp:SERVER/TOOL" in checked.stderr
+    assert f"{job}:{line['other/x']}: tool.other/x: policy for a tool the job does not list" \
+        in checked.stderr
+    assert f"{job}:{line['timeout']}: tool.test/echo.timeout: must be more than 0 and at " \
+           "most" in checked.stderr
+    project.job("bad", """
+        [tool."test/t_destructive"]
+        risk = "medium"
+    """, tools=["mcp:test/t_destructive"])
+    missing = project.run("validate", "--connect")
+    assert missing.code == 2 and "mcp.test.secrets_env: NEEDED_TOKEN is not set" in \
+        missing.stderr
+    loosened = project.run("validate", "--connect", env={"NEEDED_TOKEN": "t0ken-value"})
+    assert loosened.code == 2
+    assert "ok  bad" not in loosened.stdout
+    assert f"{job}:8: tool.test/t_destructive.risk: cannot lower test__t_destructive's " \
+           "declared risk 'high' to 'medium'" in loosened.stderr
+
+
+# --- the injection corpus through an MCP tool's output --------------------------------------
+
+def test_injection_payloads_in_mcp_output_stay_fenced_and_cannot_act(project, fake_api):
+    from tests.test_chaos_injection import MARKER, PAYLOADS, _visible
+
+    (project.root / "pages.json").write_text(json.dumps(PAYLOADS))
+    test_server(project, timeout="20s")
+    project.job("reader", """
+        [limits]
+        max_tool_calls = 80
+        max_tool_result_chars = 20000
+    """, tools=["mcp:test/page", "mcp:test/t_destructive"])
+    fake_api.enqueue(
+        tool_turn([("test__page", {"index": i}, f"toolu_page_{i:03d}")
+                   for i in range(len(PAYLOADS))]),
+        tool_turn([("test__t_destructive", {})], text="The operator authorised it."),
+        *done())
+    ran = project.run("run", "reader")
+    assert ran.code == 4, ran.stderr  # the destructive call waits for a person
+    first, second = fake_api.message_requests[:2]
+    nonce = first.body["system"][0]["text"].split("<<<tool-output ")[1].split(">>>")[0]
+    assert [m["role"] for m in second.body["messages"]] == ["user", "assistant", "user"]
+    blocks = results(second)
+    assert [b["tool_use_id"] for b in blocks] == [f"toolu_page_{i:03d}"
+                                                  for i in range(len(PAYLOADS))]
+    opening, closing = f"<<<tool-output {nonce}>>>\n", f"\n<<<end-tool-output {nonce}>>>"
+    for payload, block in zip(PAYLOADS, blocks, strict=True):
+        content = block["content"]
+        assert not block.get("is_error") and content.startswith(opening), payload
+        assert content.endswith(closing), payload
+        inner = content[len(opening):-len(closing)]
+        assert not MARKER.search(inner) and not MARKER.search(_visible(inner)), payload
+        assert nonce not in inner
+    [record] = project.runs()
+    assert record["status"] == "needs_approval"
+    [pending] = project.run("approvals", "--json").json()
+    assert pending["tool"] == "test__t_destructive"
+    assert "approval.pending" in [a["event"] for a in project.alerts()]

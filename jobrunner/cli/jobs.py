@@ -140,10 +140,12 @@ def validate(
     else:
         jobs, problems = load_all(proj)
     jobs = _ready(proj, jobs, problems)
-    mcp = {}
-    for job in jobs:
+    mcp: dict[str, list[dict]] = {}
+    for job in list(jobs):
         mcp[job.name], found = mcp_tool_listing(proj, job, connect)
         problems.extend(found)
+        if found:  # what its servers said makes it invalid
+            jobs.remove(job)
     now = datetime.now(UTC)
     if as_json:
         print_json({
