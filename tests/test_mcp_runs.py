@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.tools.mcp_process import group_alive
+from jobrunner.tools.mcp_client import group_alive
 from tests.conftest import REPO, reaped, wait_for
 from tests.fake_api import tool_turn
 
