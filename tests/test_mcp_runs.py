@@ -510,3 +510,19 @@ def test_injection_payloads_in_mcp_output_stay_fenced_and_cannot_act(project, fa
     [pending] = project.run("approvals", "--json").json()
     assert pending["tool"] == "test__t_destructive"
     assert "approval.pending" in [a["event"] for a in project.alerts()]
+
+
+def test_without_the_mcp_package_a_run_says_what_to_install_and_records_nothing(project,
+                                                                                fake_api):
+    test_server(project)
+    project.job("needs", tools=["mcp:test/echo"])
+    code = ("import sys; sys.modules['mcp'] = None  # as if the extra were not installed\n"
+            "sys.argv = ['jobrunner', 'run', 'needs']\n"
+            "from jobrunner.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    print('EXIT', exc.code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=project.root, env=project.env, timeout=120)
+    assert proc.stdout.split() == ["EXIT", "2"], proc.stderr
+    assert "jobs/needs.toml:4: tools: MCP servers need the mcp package: pip install " \
+           "'jobrunner[mcp]'" in proc.stderr
+    assert project.runs() == [] and fake_api.message_requests == []

@@ -167,15 +167,21 @@ def environment_problems(project: Project, job: Job) -> list[str]:
 def _mcp_environment_problems(project: Project, job: Job) -> list[str]:
     """Each variable an MCP server the job uses passes on (`secrets_env`, `headers_env`)
     is set: a server started without its credentials fails at 3 a.m., not now."""
+    import importlib.util
     import os
 
     from jobrunner.config.tomlpos import key_lines, line_of
     from jobrunner.tools.mcp_tools import entries
 
+    servers = list(dict.fromkeys(e.server for e in entries(job)))
+    if servers and importlib.util.find_spec("mcp") is None:  # looked up, not imported
+        line = line_of(key_lines(job.path.read_text(encoding="utf-8")), ("tools",))
+        return [f"{job.path}:{line}: tools: MCP servers need the mcp package: pip install "
+                "'jobrunner[mcp]'"]
     problems = []
     lines = key_lines(project.raw_settings[1])
     declared = project.settings.mcp
-    for server in dict.fromkeys(e.server for e in entries(job)):
+    for server in servers:
         config = declared.get(server)
         if config is None:
             continue
