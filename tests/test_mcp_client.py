@@ -429,8 +429,11 @@ def test_mcp_server_time_from_the_package_index(tmp_path):
 
 @pytest.mark.parametrize(("module", "heavy"), [
     ("jobrunner.tools.mcp_client", ("mcp", "anyio", "jsonschema")),
-    # What settings will import to read [mcp.NAME] tables: not even asyncio.
+    # What settings import to read [mcp.NAME] tables, and every run to resolve its tools:
+    # not even asyncio.
     ("jobrunner.tools.mcp_config", ("mcp", "anyio", "jsonschema", "asyncio")),
+    ("jobrunner.config.settings", ("mcp", "anyio", "jsonschema", "asyncio")),
+    ("jobrunner.tools.mcp_tools", ("mcp", "anyio", "jsonschema", "asyncio")),
 ])
 def test_mcp_is_imported_only_when_a_server_starts(module, heavy):
     probe = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"

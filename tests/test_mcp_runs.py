@@ -526,3 +526,23 @@ def test_without_the_mcp_package_a_run_says_what_to_install_and_records_nothing(
     assert "jobs/needs.toml:4: tools: MCP servers need the mcp package: pip install " \
            "'jobrunner[mcp]'" in proc.stderr
     assert project.runs() == [] and fake_api.message_requests == []
+
+
+def test_sigterm_of_a_run_closes_its_servers(project, fake_api):
+    test_server(project, timeout="600s")
+    project.job("stopped", """
+        [tool."test/hang"]
+        retries = 0
+    """, tools=["mcp:test/spawn_grandchild", "mcp:test/hang"])
+    fake_api.enqueue(tool_turn([("test__spawn_grandchild", {})]),
+                     tool_turn([("test__hang", {"seconds": 600})]))
+    with reaped(project.popen("run", "stopped")) as run:
+        wait_for(lambda: len(fake_api.message_requests) >= 2, what="the second model call")
+        [spawned] = results(fake_api.message_requests[1])
+        pids = json.loads(spawned["content"].split("\n", 1)[1].rsplit("\n", 1)[0])
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=60) == 1
+        # Closed by the run itself, not left to the watchdog: gone when the run has exited.
+        assert not group_alive(pids["pgid"])
+    [record] = project.runs()
+    assert record["status"] == "aborted" and record["stop_reason"] == "terminated"
