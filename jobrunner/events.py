@@ -61,6 +61,7 @@ class StopReason(StrEnum):
     AGENT_BUSY = "agent_busy"
     MEMORY_UNREADABLE = "memory_unreadable"
     LEDGER_IN_DOUBT = "ledger_in_doubt"
+    MCP_SERVER_FAILED = "mcp_server_failed"  # an MCP server did not start or list its tools
     TERMINATED = "terminated"
     LOCK_LOST = "lock_lost"  # the lock's database connection died mid-run
     INTERRUPTED = "interrupted"

@@ -11,17 +11,21 @@ schema (invalid on the wire), one whose schema is not valid JSON Schema, or no a
 Tools: succeed (`echo`, `add`), fail (`fail`: an isError result), hang, crash the server
 (`crash`: os._exit), spawn a grandchild that ignores SIGTERM, write to stderr, ask for
 elicitation (`ask`) or sampling (`sample`), report the environment and working directory
-or the HTTP request headers, and one tool per annotation (`t_*`).
+or the HTTP request headers, serve a page of untrusted text (`page`, from the JSON list
+in the file `pages.json` of its working directory), and one tool per annotation (`t_*`).
+All but the `t_*` tools are annotated read-only, so a job runs them without approval.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
@@ -31,6 +35,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CreateMessageResult, SamplingMessage, TextContent, ToolAnnotations
 from pydantic import BaseModel
 
+READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 GRANDCHILD = (
     "import signal, time\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"  # only SIGKILL of the group ends it
@@ -66,32 +71,32 @@ def build(page_size: int | None, malformed: str | None) -> MCPServer:
         """Add two integers (structured result)."""
         return {"sum": a + b}
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     def fail(message: str) -> str:
         """Always fails with the message (an isError result)."""
         raise ToolError(message)
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     async def hang(seconds: float = 3600) -> str:
         """Sleep for `seconds` before answering."""
         await anyio.sleep(seconds)
         return "woke up"
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     def crash(code: int = 3) -> str:
         """Exit the server process at once, mid-call."""
         sys.stderr.write(f"crashing with code {code}\n")
         sys.stderr.flush()
         os._exit(code)
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     def spawn_grandchild() -> dict[str, int]:
         """Start a process that ignores SIGTERM and sleeps for an hour; return its pid."""
         child = subprocess.Popen([sys.executable, "-c", GRANDCHILD],
                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         return {"pid": child.pid, "server_pid": os.getpid(), "pgid": os.getpgrp()}
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     def write_stderr(text: str, repeat: int = 1) -> str:
         """Write `text` to stderr `repeat` times."""
         for _ in range(repeat):
@@ -99,13 +104,13 @@ def build(page_size: int | None, malformed: str | None) -> MCPServer:
         sys.stderr.flush()
         return "written"
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     def ask(question: str,
             outcome: Annotated[ElicitationResult[Answer], Resolve(ask_user)]) -> str:
         """Ask the user a question through elicitation; report what came back."""
         return f"action={outcome.action}"
 
-    @server.tool()
+    @server.tool(annotations=READ_ONLY)
     def sample(question: str,
                reply: Annotated[CreateMessageResult, Resolve(ask_model)]) -> str:
         """Ask the client's model (sampling)."""
@@ -120,6 +125,13 @@ def build(page_size: int | None, malformed: str | None) -> MCPServer:
     def environment() -> dict[str, Any]:
         """The server's environment and working directory."""
         return {"env": dict(os.environ), "cwd": os.getcwd()}
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=True))
+    def page(index: int) -> str:
+        """Page `index` of an outside site (its text is untrusted)."""
+        pages = json.loads(Path("pages.json").read_text(encoding="utf-8"))
+        item = pages[index]
+        return item if isinstance(item, str) else json.dumps(item)
 
     annotated = {
         "t_readonly": ToolAnnotations(read_only_hint=True),

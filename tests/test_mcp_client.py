@@ -95,6 +95,7 @@ def test_a_server_is_a_command_or_a_url_and_says_which_key_is_wrong():
         ({"command": ["a"], "env": {"K": "v"}, "secrets_env": ["K"]}, "both in `env`"),
         ({"command": ["a"], "timeout": "soon"}, "is not a duration"),
         ({"command": ["a"], "timeout": 0}, "more than 0"),
+        ({"command": ["a"], "start_timeout": "0s"}, "more than 0"),
         ({"command": ["a"], "cwd": "/"}, "Extra inputs are not permitted"),
     ]
     for keys, message in cases:
@@ -181,7 +182,7 @@ def test_calls_map_to_structured_results(shared):
     assert added.ok and added.data == {"sum": 5}
     failed = shared.call("fail", {"message": "disk is full"})
     assert not failed.ok and not failed.raised and not failed.timed_out
-    assert failed.error.startswith("test.fail: ") and "disk is full" in failed.error
+    assert failed.error.endswith("disk is full (MCP server 'test', tool 'fail')")
 
 
 def test_arguments_are_checked_against_the_schema_before_the_call(shared):
@@ -209,7 +210,8 @@ def test_the_server_gets_a_scrubbed_environment_and_the_project_root(shared):
 
 def test_a_hanging_tool_is_bounded_and_the_server_stays_usable(shared):
     hung = shared.call("hang", {"seconds": 600}, timeout=0.5)
-    assert not hung.ok and hung.timed_out and hung.error == "test.hang: timed out after 0.5s"
+    assert not hung.ok and hung.timed_out
+    assert hung.error == "timed out after 0.5s (MCP server 'test', tool 'hang')"
     by_deadline = shared.call("hang", {"seconds": 600}, deadline=time.monotonic() + 0.5)
     assert by_deadline.timed_out
     spent = shared.call("echo", {"text": "x"}, deadline=time.monotonic() - 1)
@@ -248,7 +250,8 @@ def test_a_crashing_server_fails_the_call_and_every_later_one(tmp_path):
     with connect(stdio(), tmp_path) as conn:
         crashed = conn.call("crash", {"code": 3})
         assert not crashed.ok and crashed.raised
-        assert crashed.error.startswith("test.crash: the server closed the connection mid-call")
+        assert crashed.error.startswith("the server closed the connection mid-call")
+        assert crashed.error.endswith("(MCP server 'test', tool 'crash')")
         assert "crashing with code 3" in crashed.error  # the last line of its stderr
         later = conn.call("echo", {"text": "x"})
         assert not later.ok and "the server is gone" in later.error
@@ -259,7 +262,7 @@ def test_a_server_that_cannot_start_is_a_start_error(tmp_path):
     with pytest.raises(McpStartError, match="command not found: 'no-such-mcp-server-xyz'"):
         missing.list_tools()
     result = missing.call("anything", {})
-    assert not result.ok and "test.anything: " in result.error
+    assert not result.ok and "(MCP server 'test', tool 'anything')" in result.error
     assert "command not found" in result.error
 
 
@@ -274,7 +277,8 @@ def test_a_server_that_exits_at_once_says_why(tmp_path):
 
 def test_a_server_that_never_answers_is_bounded_and_killed(tmp_path):
     script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
-    conn = connect(McpServerConfig(command=[sys.executable, "-c", script], timeout=2), tmp_path)
+    conn = connect(McpServerConfig(command=[sys.executable, "-c", script], start_timeout=2),
+                   tmp_path)
     with pytest.raises(McpStartError, match="no answer to the handshake within 2s"):
         conn.start()
     assert conn.pgid is not None and not group_alive(conn.pgid)
@@ -296,7 +300,7 @@ def test_a_missing_secret_is_a_config_error(tmp_path):
 ])
 def test_a_failed_or_malformed_tools_list_is_a_list_error(tmp_path, kind, message):
     with connect(stdio("--malformed", kind, timeout=1), tmp_path) as conn:
-        conn.start(timeout=30)  # a loaded machine may take more than 1s to start it
+        conn.start()  # within start_timeout: a loaded machine may take more than 1s
         with pytest.raises(McpListError, match=message):
             conn.list_tools()
 
@@ -425,8 +429,11 @@ def test_mcp_server_time_from_the_package_index(tmp_path):
 
 @pytest.mark.parametrize(("module", "heavy"), [
     ("jobrunner.tools.mcp_client", ("mcp", "anyio", "jsonschema")),
-    # What settings will import to read [mcp.NAME] tables: not even asyncio.
+    # What settings import to read [mcp.NAME] tables, and every run to resolve its tools:
+    # not even asyncio.
     ("jobrunner.tools.mcp_config", ("mcp", "anyio", "jsonschema", "asyncio")),
+    ("jobrunner.config.settings", ("mcp", "anyio", "jsonschema", "asyncio")),
+    ("jobrunner.tools.mcp_tools", ("mcp", "anyio", "jsonschema", "asyncio")),
 ])
 def test_mcp_is_imported_only_when_a_server_starts(module, heavy):
     probe = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"

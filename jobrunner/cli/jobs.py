@@ -126,9 +126,12 @@ def validate(
     ctx: typer.Context,
     name: str | None = typer.Argument(None, help="One job (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
+    connect: bool = typer.Option(False, "--connect",
+                                 help="Start each MCP server a job uses, list its tools "
+                                      "and their policy, and stop it."),
 ) -> None:
     """Check job files and settings without running anything."""
-    from jobrunner.config.jobs import load_all, load_job
+    from jobrunner.config.jobs import load_all, load_job, mcp_tool_listing
 
     proj = project(ctx)
     proj.settings  # noqa: B018 - validates jobrunner.toml first
@@ -138,21 +141,37 @@ def validate(
         jobs, problems = load_all(proj)
     jobs = _ready(proj, jobs, problems)
     state = _state_line(proj, problems)
+    mcp: dict[str, list[dict]] = {}
+    for job in list(jobs):
+        mcp[job.name], found = mcp_tool_listing(proj, job, connect)
+        problems.extend(found)
+        if found:  # what its servers said makes it invalid
+            jobs.remove(job)
     now = datetime.now(UTC)
     if as_json:
         print_json({
             "valid": [{"name": j.name, "timezone": j.spec.timezone,
                        "next_run": j.schedule().next_after(now).isoformat(),
-                       "next_run_local": _next_text(j, now)} for j in jobs],
+                       "next_run_local": _next_text(j, now), "mcp_tools": mcp[j.name]}
+                      for j in jobs],
             "problems": problems, "state": state,
         })
     else:
         for job in jobs:
             typer.echo(f"ok  {job.name}: next run {_next_text(job, now)}")
+            for line in _mcp_lines(mcp[job.name]):
+                typer.echo(f"    {line}")
         if state["reachable"]:
             typer.echo(f"state: {state['backend']} (reachable)")
         for problem in problems:
             typer.echo(relative(problem), err=True)
+    _legacy_note(proj)
+    if problems:
+        raise typer.Exit(2)
+
+
+def _legacy_note(proj) -> None:
+    """Point at state an earlier version left under $XDG_STATE_HOME (not read any more)."""
     from jobrunner.config.project import legacy_state_dir
 
     legacy = None if proj.configured_state_dir else legacy_state_dir(proj.root)
@@ -161,13 +180,12 @@ def validate(
                    f"$XDG_STATE_HOME was set; jobrunner now always uses {proj.state_dir} "
                    "(the same for a shell, cron and the daemon): move what you need there",
                    err=True)
-    if problems:
-        raise typer.Exit(2)
 
 
 def _ready(proj, jobs: list, problems: list[str]) -> list:
     """The jobs `run` would start: what it checks before it runs, validate checks too
-    (the env_file's mode, an API key); the others' problems are added to `problems`."""
+    (the env_file's mode, an API key, the MCP servers' variables); the others' problems
+    are added to `problems`."""
     from jobrunner.config.jobs import environment_problems
 
     ready = []
@@ -193,6 +211,23 @@ def _state_line(proj, problems: list[str]) -> dict:
         problems.append(str(exc))
         return {"backend": None, "reachable": False, "error": str(exc)}
     return {"backend": store.describe(), "reachable": True, "error": None}
+
+
+def _mcp_lines(listing: list[dict]) -> list[str]:
+    """A job's MCP tools as `validate` shows them."""
+    lines = []
+    for item in listing:
+        if "entry" in item:
+            lines.append(f"{item['entry']}: tools and policy come from the server "
+                         "(validate --connect lists them)")
+            continue
+        effect = "side effect" if item["side_effect"] else "read-only"
+        then = "approval" if item["needs_approval"] else "runs"
+        lines.append(f"{item['tool']} ({item['server']}/{item['name']}): risk {item['risk']}"
+                     f" ({then}), {effect}, retries {item['retries']}, timeout "
+                     f"{item['timeout']:g}s" + (", untrusted output" if
+                                                item["untrusted_output"] else ""))
+    return lines
 
 
 @app.command("next")

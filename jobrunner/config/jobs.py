@@ -32,8 +32,9 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     from jobrunner.tools.registry import tool_set
 
     loaded = tool_set(project)
-    problems += _tool_problems(job, where, loaded)
-    problems.extend(_policy_problems(job, where, loaded.tools))
+    servers = project.settings.mcp
+    problems += _tool_problems(job, where, loaded, servers)
+    problems.extend(_policy_problems(job, where, loaded.tools, servers))
     if spec.model.startswith("replay:"):
         script = project.root / spec.model.removeprefix("replay:")
         if not script.is_file():
@@ -47,29 +48,45 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     return problems
 
 
-def _tool_problems(job: Job, where: Any, loaded: Any) -> list[str]:
-    """Each listed tool exists (or its file's failure says why not); each policy table is
-    for a listed tool."""
+def _tool_problems(job: Job, where: Any, loaded: Any, servers: Any) -> list[str]:
+    """Each listed tool exists (or its file's failure says why not), each `mcp:` entry
+    names a declared server; each policy table is for a listed tool."""
     import difflib
+
+    from jobrunner.tools import mcp_tools
 
     problems = []
     for name in job.spec.tools:
-        if name not in loaded.tools:
+        if mcp_tools.is_entry(name):
+            if problem := mcp_tools.entry_problem(name, servers):
+                problems.append(f"{where('tools')}: tools: {problem}")
+        elif name not in loaded.tools:
             # A tool file that failed to load explains its own tools being unknown.
             hint = loaded.why_unknown(name)
             if hint is None:
                 close = difflib.get_close_matches(name, sorted(loaded.tools), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"{where('tools')}: tools: unknown tool {name!r}{hint}")
+    entries = mcp_tools.entries(job)
     for name in job.spec.tool:
-        if name not in job.spec.tools:
-            problems.append(
-                f"{where('tool', name)}: tool.{name}: policy for a tool the job does not list")
+        server, slash, tool = name.partition("/")
+        if slash and any(e.covers(server, tool) for e in entries):
+            continue
+        if not slash and name in job.spec.tools and not mcp_tools.is_entry(name):
+            continue
+        hint = (f" (an MCP tool's table is [tool.\"SERVER/TOOL\"], and the job must list "
+                f"mcp:{server} or mcp:{name})") if slash else ""
+        problems.append(f"{where('tool', name)}: tool.{name}: policy for a tool the job "
+                        f"does not list{hint}")
     return problems
 
 
-def _policy_problems(job: Job, where: Any, tools: dict[str, Any]) -> list[str]:
-    """A job's `[tool.NAME]` tables may tighten a tool's policy, never loosen it."""
+def _policy_problems(job: Job, where: Any, tools: dict[str, Any],
+                     servers: dict[str, Any]) -> list[str]:
+    """A job's `[tool.NAME]` tables may tighten a tool's policy, never loosen it. An MCP
+    tool's own policy is known once its server is asked (`validate --connect`); until
+    then its table is checked against the loosest policy the server could give."""
+    from jobrunner.tools import mcp_tools
     from jobrunner.tools.api import policy_problems
 
     problems = []
@@ -78,6 +95,16 @@ def _policy_problems(job: Job, where: Any, tools: dict[str, Any]) -> list[str]:
             continue
         policy = job.spec.tool.get(name) or ToolPolicy()
         for key, problem in policy_problems(tools[name], policy):
+            problems.append(f"{where('tool', name, key)}: tool.{name}.{key}: {problem}")
+    for name, policy in job.spec.tool.items():
+        server, slash, tool = name.partition("/")
+        if not slash or server not in servers:
+            continue
+        if policy.paths is not None:
+            problems.append(f"{where('tool', name, 'paths')}: tool.{name}.paths: folders "
+                            "are for jobrunner's file tools, not MCP tools")
+        spec = mcp_tools.provisional_spec(server, tool, servers[server])
+        for key, problem in policy_problems(spec, policy):
             problems.append(f"{where('tool', name, key)}: tool.{name}.{key}: {problem}")
     return problems
 
@@ -122,10 +149,11 @@ def environment_problems(project: Project, job: Job) -> list[str]:
     import os
 
     project.load_env()
+    problems = _mcp_environment_problems(project, job)
     if job.spec.model.startswith("replay:"):
-        return []
+        return problems
     if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
-        return []
+        return problems
     from jobrunner.config.tomlpos import key_lines, line_of
 
     try:
@@ -133,7 +161,39 @@ def environment_problems(project: Project, job: Job) -> list[str]:
         line = line_of(key_lines(text), ("model",))
     except (OSError, UnicodeDecodeError):
         line = 1
-    return [f"{job.path}:{line}: model: {job.spec.model} {NO_KEY}"]
+    return [*problems, f"{job.path}:{line}: model: {job.spec.model} {NO_KEY}"]
+
+
+def _mcp_environment_problems(project: Project, job: Job) -> list[str]:
+    """Each variable an MCP server the job uses passes on (`secrets_env`, `headers_env`)
+    is set: a server started without its credentials fails at 3 a.m., not now."""
+    import importlib.util
+    import os
+
+    from jobrunner.config.tomlpos import key_lines, line_of
+    from jobrunner.tools.mcp_tools import entries
+
+    servers = list(dict.fromkeys(e.server for e in entries(job)))
+    if servers and importlib.util.find_spec("mcp") is None:  # looked up, not imported
+        line = line_of(key_lines(job.path.read_text(encoding="utf-8")), ("tools",))
+        return [f"{job.path}:{line}: tools: MCP servers need the mcp package: pip install "
+                "'jobrunner[mcp]'"]
+    problems = []
+    lines = key_lines(project.raw_settings[1])
+    declared = project.settings.mcp
+    for server in servers:
+        config = declared.get(server)
+        if config is None:
+            continue
+        for key, names in (("secrets_env", config.secrets_env),
+                           ("headers_env", list(config.headers_env.values()))):
+            for var in names:
+                if not os.environ.get(var):
+                    line = line_of(lines, ("mcp", server, key))
+                    problems.append(f"{project.settings_path}:{line}: mcp.{server}.{key}: "
+                                    f"{var} is not set (job {job.name} uses this server; set "
+                                    "it in the environment or the env_file)")
+    return problems
 
 
 def load_all(project: Project) -> tuple[list[Job], list[str]]:
@@ -176,3 +236,36 @@ def agent_history(project: Project, agent: str) -> int:
         if job.agent == agent:
             counts.append(job.spec.memory.history)
     return max(counts, default=MemoryPolicy().history)
+
+
+def mcp_tool_listing(project: Project, job: Job, connect: bool) -> tuple[list[dict], list[str]]:
+    """The job's MCP tools with their resolved policy, and the problems found, for
+    `validate`. Without `connect` only what the job declares is known (each entry, its
+    server); with it each server is started, listed and closed, and a policy table that
+    would loosen what the server's annotations say is a problem."""
+    from jobrunner.config.tomlpos import key_lines, line_of
+    from jobrunner.tools import mcp_tools
+    from jobrunner.tools.api import policy_problems
+    from jobrunner.tools.mcp_config import McpServerError
+
+    wanted = [n for n in job.spec.tools if mcp_tools.is_entry(n)]
+    if not connect:
+        return [{"entry": n, "server": mcp_tools.parse_entry(n).server} for n in wanted], []
+    listing: list[dict] = []
+    problems: list[str] = []
+    lines = key_lines(job.path.read_text(encoding="utf-8"))
+    with mcp_tools.McpServers(project.root, project.settings.mcp) as servers:
+        try:
+            specs = servers.job_tools(job, taken={*job.spec.tools, "finish", "update_memory"})
+        except (McpServerError, ConfigError) as exc:
+            return [], [f"{job.path}:{line_of(lines, ('tools',))}: tools: {exc}"]
+        for name, spec in specs.items():
+            server, tool = servers.origins[name]
+            listing.append(mcp_tools.describe(spec, (server, tool)))
+            key = mcp_tools.policy_key(server, tool)
+            policy = job.spec.tool.get(key)
+            untightened = servers.untightened.get(name)
+            for field, problem in policy_problems(untightened, policy) if policy else ():
+                problems.append(f"{job.path}:{line_of(lines, ('tool', key, field))}: "
+                                f"tool.{key}.{field}: {problem}")
+    return listing, problems

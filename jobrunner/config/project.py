@@ -136,6 +136,21 @@ def load_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _mcp_secret_names(servers: Any) -> set[str]:
+    """The variables `[mcp.NAME]` tables pass to their servers as secrets (read from the
+    raw table: a table that does not validate still names what must not leak)."""
+    names: set[str] = set()
+    for table in servers.values() if isinstance(servers, dict) else ():
+        if not isinstance(table, dict):
+            continue
+        secrets, headers = table.get("secrets_env"), table.get("headers_env")
+        if isinstance(secrets, list):
+            names.update(n for n in secrets if isinstance(n, str))
+        if isinstance(headers, dict):
+            names.update(v for v in headers.values() if isinstance(v, str))
+    return names
+
+
 @dataclass
 class Project:
     """A project root with its parsed settings. Cheap to build: settings are parsed
@@ -241,7 +256,8 @@ class Project:
         """Every value that must never appear in a trace, record, report or alert: the
         API key, every env_file value (read here, whether or not `load_env` ran: a
         listing command never loads it), the variables named in `secrets = [...]` (from
-        the environment, else the env_file) and the SMTP password."""
+        the environment, else the env_file), the SMTP password, and what MCP servers get
+        through `secrets_env` and `headers_env`."""
         file_values = self.env_values()
         names = {"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", *file_values}
         raw, _ = self.raw_settings
@@ -249,6 +265,7 @@ class Project:
         smtp = raw.get("smtp")
         if isinstance(smtp, dict) and isinstance(smtp.get("password_env"), str):
             names.add(smtp["password_env"])
+        names.update(_mcp_secret_names(raw.get("mcp")))
         values = {os.environ.get(n) or file_values.get(n, "") for n in names}
         values |= set(file_values.values())
         return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)

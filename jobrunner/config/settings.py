@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from jobrunner.config.jobfile import JobFile, merge
+from jobrunner.config.mcp import McpServerConfig, ServerName
 from jobrunner.config.validation import Duration, StrictModel, located_errors
 from jobrunner.errors import ConfigError
 from jobrunner.models.pricing import BUILTIN_PRICES, Price
@@ -129,6 +130,7 @@ class Settings(StrictModel):
     smtp: SmtpSettings | None = None
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     otel: OtelSettings | None = None  # OpenTelemetry export of finished runs
+    mcp: dict[ServerName, McpServerConfig] = Field(default_factory=dict)  # MCP tool servers
 
     @model_validator(mode="after")
     def _email_needs_smtp(self) -> Settings:

@@ -97,7 +97,8 @@ def located_errors(
     out = []
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not str(p).startswith("function-"))
-        loc = tuple(p for p in loc if p not in ("str", "int", "float", "bool"))
+        # "[key]": a table's key was refused (a bad server name), not a value under it.
+        loc = tuple(p for p in loc if p not in ("str", "int", "float", "bool", "[key]"))
         key = ".".join(str(p) for p in loc) or "(file)"
         where = f"{path}:{line_of(lines, loc)}"
         if fallback and tuple(map(str, loc)) not in lines:

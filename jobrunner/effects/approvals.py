@@ -133,11 +133,12 @@ def reject(store: State, approval_id: str, user: str, reason: str = "",
 
 def approve(project: Any, approval_id: str, user: str,
             now: datetime | None = None) -> Approval:
-    """Execute an approved call exactly once, through the ledger, and record it."""
+    """Execute an approved call exactly once, through the ledger, and record it. A call
+    of an MCP tool starts its server for the call, and closes it after."""
     from jobrunner.config.jobs import load_job
-    from jobrunner.effects import ledger
-    from jobrunner.tools import dispatch
-    from jobrunner.tools.api import ToolContext, set_context
+    from jobrunner.state.traces import append_event
+    from jobrunner.tools.mcp_config import McpServerError
+    from jobrunner.tools.mcp_tools import McpServers, server_of
     from jobrunner.tools.registry import job_tools
 
     moment = now or utcnow()
@@ -146,11 +147,35 @@ def approve(project: Any, approval_id: str, user: str,
     approval = get(store, approval_id)
     _check_pending(store, approval, moment)
     job = load_job(project, approval.job)
-    tools = job_tools(project, job)
-    spec = tools.get(approval.tool)
-    if spec is None or approval.tool not in job.spec.tools:
-        raise ApprovalError(f"job {job.name} no longer lists tool {approval.tool!r}; "
-                            "approval left pending")
+    python_tool = approval.tool in job.spec.tools
+    server = None if python_tool else server_of(job, approval.tool)
+
+    def emit(event: str, **fields: Any) -> None:
+        try:
+            append_event(store, approval.run_id, event, approval_id=approval.id, **fields)
+        except (OSError, StateError) as exc:
+            log.warning("%s of approval %s not traced: %s", event, approval.id, exc)
+
+    with McpServers(project.root, project.settings.mcp, emit=emit,
+                    only=[server] if server else []) as servers:
+        try:
+            tools = job_tools(project, job, servers)
+        except McpServerError as exc:
+            raise ApprovalError(f"{exc}; approval left pending") from exc
+        spec = tools.get(approval.tool)
+        if spec is None:
+            raise ApprovalError(f"job {job.name} no longer lists tool {approval.tool!r}; "
+                                "approval left pending")
+        return _execute(project, store, approval, job, spec, user, moment)
+
+
+def _execute(project: Any, store: State, approval: Approval, job: Any, spec: Any,
+             user: str, moment: datetime) -> Approval:
+    """The approved call, once, through the ledger; the approval records how it went."""
+    from jobrunner.effects import ledger
+    from jobrunner.tools import dispatch
+    from jobrunner.tools.api import ToolContext, set_context
+
     # The recorded arguments are what runs, and the store redacted them when the call was
     # queued: a secret in them runs as [REDACTED]. That is the safe choice: the model never
     # saw a secret (tool output to it is redacted), so a call carrying one carries a leak.

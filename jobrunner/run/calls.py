@@ -56,7 +56,7 @@ class Calls:
             return self._finish(block)
         if name == "update_memory":
             return self._update_memory(block)
-        if name not in self.job.spec.tools:
+        if name not in self.tools:  # the job's tools, as resolved for this run
             return self._invalid(block, self._unknown(str(name)))
         spec = self.tools[name]
         args, problem = dispatch.validate_args(spec, block.get("input"))
@@ -133,9 +133,9 @@ class Calls:
         return {**result, "is_error": True} if error else result
 
     def _unknown(self, name: str) -> str:
-        valid = ", ".join([*self.job.spec.tools, "update_memory", "finish"])
+        valid = ", ".join([*self.tools, "update_memory", "finish"])
         message = f"unknown tool {name!r}; the tools are: {valid}"
-        close = difflib.get_close_matches(name, self.job.spec.tools, n=1)
+        close = difflib.get_close_matches(name, list(self.tools), n=1)
         if close:
             schema = json.dumps(self.tools[close[0]].input_schema(), separators=(",", ":"))
             message += f". Did you mean {close[0]!r}? Its schema: {schema}"

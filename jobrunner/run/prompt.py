@@ -98,9 +98,10 @@ def system_blocks(job: Job, memory: Memory, nonce: str, redactor: Redactor) -> l
     ]
 
 
-def tool_definitions(job: Job, tools: dict[str, ToolSpec]) -> list[dict[str, Any]]:
-    """The job's tools, then `update_memory` and `finish`; the last marked for caching."""
-    defs = [tools[name].definition() for name in job.spec.tools]
+def tool_definitions(tools: dict[str, ToolSpec]) -> list[dict[str, Any]]:
+    """The job's tools (as resolved for the run: its Python tools and its MCP servers'),
+    then `update_memory` and `finish`; the last marked for caching."""
+    defs = [spec.definition() for spec in tools.values()]
     defs += session_tool_definitions()
     defs[-1] = {**defs[-1], "cache_control": {"type": "ephemeral"}}
     return defs

@@ -62,6 +62,19 @@ def build_report(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> s
     return "\n".join(lines)
 
 
+def mcp_failure_report(job: Job, run_id: str, exc: Exception, declared: dict) -> str:
+    """The stop-and-report text of a run whose MCP server could not be used: which
+    server (and how it is started), what went wrong; the model was not asked anything."""
+    server = getattr(exc, "server", None)
+    lines = [f"jobrunner: {job.name}: run {run_id} ended ABORTED (mcp_server_failed)",
+             f"  why: {exc}"]
+    if server in declared:
+        lines.append(f"  server: {server}: {declared[server].describe()}")
+    lines.append("  nothing was asked of the model and no tool was called")
+    lines.append(f"  trace: jobrunner show {run_id}")
+    return "\n".join(lines)
+
+
 def in_doubt_report(job: Job, run_id: str, entries: list[Entry]) -> str:
     """The stop-and-report text of a run that found side effects in doubt."""
     lines = [f"jobrunner: {job.name}: run {run_id} ended ABORTED (ledger_in_doubt)",

@@ -5,11 +5,8 @@ once by `outcome.conclude`."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import secrets
 import signal
-import threading
-import time
 import traceback
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,7 +15,7 @@ from typing import Any
 from jobrunner import errors
 from jobrunner.clock import iso, utcnow
 from jobrunner.config.jobfile import Job
-from jobrunner.config.jobs import agent_history, environment_problems, load_job
+from jobrunner.config.jobs import environment_problems, load_job
 from jobrunner.config.project import Project
 from jobrunner.events import Status, StopReason
 from jobrunner.locks.file import (
@@ -30,40 +27,18 @@ from jobrunner.locks.file import (
     holder_died,
     is_stale,
 )
-from jobrunner.run.outcome import Ending, RunContext, RunOutcome, conclude, failure_line
+from jobrunner.run.agent import LOST, TERM_ARMED, Terminated, day_start, with_agent
+from jobrunner.run.outcome import Ending, RunContext, RunOutcome, conclude
 from jobrunner.state.records import RunRecord
 
 __all__ = ["RunOutcome", "new_run_id", "run_job"]
 
-
-class Terminated(BaseException):
-    """SIGTERM reached a run (or its lock was lost): unwind, record, release the lock."""
-
-    def __init__(self, reason: str = StopReason.TERMINATED,
-                 detail: str = "the run was stopped by SIGTERM") -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-# Set while a SIGTERM may interrupt the run (from taking the lock to the end of the
-# session); cleared once the session has ended, so the signal cannot land in the middle
-# of writing the memory, the record and the alerts.
-_TERM_ARMED = threading.Event()
-# Why the run's own heartbeat stopped it (its lock was lost), for the SIGTERM it sends.
-_LOST: list[str] = []
 
 
 def new_run_id(now: datetime | None = None) -> str:
     """Sortable and short: `20261121T080000-3f9a1c`."""
     moment = now or utcnow()
     return f"{moment:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
-
-
-def day_start(job: Job, now: datetime) -> datetime:
-    """Midnight of `now`'s day in the job's time zone (the day budget's day)."""
-    local = now.astimezone(job.schedule().zone)
-    return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def run_job(project: Project, name: str, trigger: str = "manual",
@@ -219,7 +194,7 @@ def _held(lock: Any, job: Job, project: Project) -> Iterator[None]:
 def _lock_lost(why: str) -> None:
     """The heartbeat found the job's lock gone (its database connection died): another
     host may take it now, so this run stops as a SIGTERM would stop it."""
-    _LOST.append(why)
+    LOST.append(why)
     signal.raise_signal(signal.SIGTERM)
 
 
@@ -230,18 +205,18 @@ def _sigterm_unwinds() -> Iterator[None]:
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(_signum: int, _frame: Any) -> None:
-        if _TERM_ARMED.is_set():
-            if _LOST:
-                raise Terminated(StopReason.LOCK_LOST, f"the run's lock was lost: {_LOST[0]}")
+        if TERM_ARMED.is_set():
+            if LOST:
+                raise Terminated(StopReason.LOCK_LOST, f"the run's lock was lost: {LOST[0]}")
             raise Terminated()
 
-    _TERM_ARMED.set()
+    TERM_ARMED.set()
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, on_term)
     try:
         yield
     finally:
-        _TERM_ARMED.clear()
+        TERM_ARMED.clear()
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, previous)
 
@@ -251,17 +226,15 @@ def _session(run: RunContext) -> Ending:
     rewrite; whatever interrupts it becomes its Ending (Ctrl-C is recorded, then raised)."""
     from jobrunner.models import client_for
     from jobrunner.models.pricing import REPLAY_PRICE
-    from jobrunner.tools.registry import job_tools
 
     project, job = run.project, run.job
     # What can still refuse the job's configuration (a broken replay script) runs before
     # anything is recorded: exit 2 writes nothing. Tool files were loaded by load_job.
-    tools = job_tools(project, job)
     client = client_for(job.spec.model, project.root)
     price = project.settings.prices().get(job.spec.model, REPLAY_PRICE)
     _start(run)
     try:
-        return _with_agent(run, tools, client, price)
+        return with_agent(run, client, price)
     except Terminated as stop:
         return Ending(Status.ABORTED, stop.reason, stop.detail)
     except errors.StateError as exc:  # the state disk refused a write mid-run
@@ -299,69 +272,3 @@ def _start(run: RunContext) -> None:
     run.pinger = Pinger(job.spec.heartbeat_url, run.trace)
     run.pinger.start()
 
-
-def _with_agent(run: RunContext, tools: Any, client: Any, price: Any) -> Ending:
-    """The session, holding the agent's lock, from its memory to its memory's rewrite."""
-    from jobrunner.effects import ledger
-    from jobrunner.effects.gate import LedgerGate
-    from jobrunner.memory import format as mem
-    from jobrunner.memory import shared as memory_shared
-    from jobrunner.memory import store as memory_store
-    from jobrunner.run.report import in_doubt_report
-    from jobrunner.run.session import Session
-    from jobrunner.tools.api import ToolContext, set_context
-
-    project, job, store, trace = run.project, run.job, run.store, run.trace
-    assert trace is not None
-    held = memory_store.hold_agent(project, job.agent, run.run_id, job.name,
-                                   job.limits.max_seconds, trace)
-    if isinstance(held, dict):
-        return Ending(Status.ABORTED, StopReason.AGENT_BUSY,
-                      memory_store.busy_message(job.agent, held) + " for "
-                      f"{job.limits.max_seconds:.0f}s; this run did not start")
-    try:
-        started = time.monotonic()  # waiting for the agent is not the session's time
-        path = mem.memory_path(project.memory_dir, job.agent)
-        keep = functools.partial(agent_history, project, job.agent)
-        shared = store.shares_memory  # several hosts: MEMORY.md is a view of the state's
-        pulled = memory_shared.pull(project, store, job.agent, path, keep) if shared else ""
-        try:
-            memory, raw = mem.load(path)
-        except mem.MemoryFileError as exc:
-            return Ending(Status.ABORTED, StopReason.MEMORY_UNREADABLE, str(exc))
-        doubtful = ledger.in_doubt(store, job.name)
-        if doubtful:  # never act again while an earlier side effect is unaccounted for
-            trace.emit("ledger.in_doubt", keys=[e.key for e in doubtful])
-            return Ending(Status.ABORTED, StopReason.LEDGER_IN_DOUBT,
-                          in_doubt_report(job, run.run_id, doubtful))
-        set_context(ToolContext(project.root, job.name, run.run_id, job.agent,
-                                project.settings, policy=dict(job.spec.tool)))
-        session = Session(
-            job=job, run_id=run.run_id, client=client, tools=tools, memory=memory,
-            price=price, trace=trace, redactor=store.redactor, started_monotonic=started,
-            now=run.now, slot=run.slot,
-            spent_today_usd=store.cost_since(job.name, day_start(job, run.now)),
-            gate=LedgerGate(project, job, store, run.run_id, run.now, run.slot, trace))
-        try:
-            ending = session.run()
-        except Terminated as stop:
-            ending = Ending(Status.ABORTED, stop.reason,
-                            "stopped by SIGTERM before it could finish"
-                            if stop.reason == StopReason.TERMINATED else stop.detail,
-                            session.tally)
-        finally:
-            _TERM_ARMED.clear()
-        stopped = ending.reason in (StopReason.TERMINATED, StopReason.LOCK_LOST)
-        update = None if stopped else session.tally.memory_update
-        note = memory_store.write_after_run(
-            project, job, run.run_id, path, memory, raw, update,
-            failure_line(job, run.run_id, ending), trace, keep=keep)
-        if note:
-            (ending.problems if memory_store.NOT_WRITTEN in note else ending.notes).append(note)
-        for shared_note in (pulled, memory_shared.push(project, store, job.agent, path,
-                                                       run.run_id, keep) if shared else ""):
-            if shared_note:
-                ending.notes.append(shared_note)
-        return ending
-    finally:
-        held.release()

@@ -63,7 +63,7 @@ class Session:
         self.messages = [{"role": "user", "content": prompt.opening_message(
             job, self.run_id, self.now, self.slot)}]
         system = prompt.system_blocks(job, self.memory, self.nonce, self.redactor)
-        tool_defs = prompt.tool_definitions(job, self.tools)
+        tool_defs = prompt.tool_definitions(self.tools)
         self.trace.emit("session.start", nonce_set=True, tools=[t["name"] for t in tool_defs],
                         memory_tokens=self.memory.tokens())
         while True:

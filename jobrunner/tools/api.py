@@ -34,7 +34,14 @@ class ToolResult:
 
 @dataclass
 class ToolSpec:
-    """A registered tool: the function, its policy, and (lazily) its argument model."""
+    """A tool as the runner keeps it: how to call it, its policy, and its argument schema.
+
+    A `@tool` function gets its schema from its type hints (`args_model`, built lazily)
+    and is called in a thread under its timeout. A tool from another source (an MCP
+    server) brings its own JSON `schema`, and a `call(args, seconds)` that makes the call
+    within the time given and says how it went (a `dispatch.CallOutcome`); `fn` is then
+    only its plain-function form.
+    """
 
     name: str
     fn: Callable[..., Any]
@@ -49,6 +56,9 @@ class ToolSpec:
     needs_paths: bool = False  # a file tool: the job must say which folders it may use
     after_untrusted: Literal["run", "approve"] = "run"  # set by the job's [tool.NAME]
     paths: tuple[str, ...] = ()  # folders the job allows (file tools), relative to the project
+    schema: dict[str, Any] | None = None  # a JSON Schema from the tool's source, not from hints
+    call: Callable[[dict[str, Any], float], Any] | None = None  # a source's own bounded call
+    repeatable: bool = False  # its source says a repeated call changes nothing more
 
     @cached_property
     def args_model(self):  # -> type[pydantic.BaseModel]
@@ -71,6 +81,8 @@ class ToolSpec:
 
     def input_schema(self) -> dict[str, Any]:
         """JSON schema of the arguments, as the Messages API takes it."""
+        if self.schema is not None:
+            return self.schema
         schema = self.args_model.model_json_schema()
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
@@ -89,7 +101,9 @@ class ToolSpec:
 
     @property
     def idempotent(self) -> bool:
-        return not self.side_effect or self.idempotency_key is not None
+        """Whether a failed call may be retried: it has no side effect, a key makes it
+        at-most-once, or its source says repeating it is harmless."""
+        return not self.side_effect or self.idempotency_key is not None or self.repeatable
 
     @property
     def key_template(self) -> str:

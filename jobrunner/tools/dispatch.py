@@ -76,7 +76,13 @@ def canonical_args(args: dict[str, Any]) -> str:
 
 
 def validate_args(spec: ToolSpec, args: Any) -> tuple[dict[str, Any] | None, str | None]:
-    """(validated arguments, None) or (None, an error quoting the valid schema)."""
+    """(validated arguments, None) or (None, an error quoting the valid schema). A tool
+    with a schema of its own is checked against it; a `@tool`, against its type hints."""
+    if spec.schema is not None:
+        from jobrunner.tools import schema
+
+        problem = schema.feedback(spec.name, spec.schema, args)
+        return (None, problem) if problem else (dict(args), None)
     from pydantic import ValidationError
 
     if not isinstance(args, dict):
@@ -151,7 +157,9 @@ def execute(
                 # Starting the tool now would only leave a thread behind: it never runs.
                 return CallOutcome(ok=False, error="timed out after 0s (no time left in the "
                                    "run)", attempts=attempt, timed_out=True)
-        outcome = _run_once(spec, args, budget)
+        # A source that bounds its own calls (an MCP server) is not run in a thread.
+        outcome = spec.call(args, budget) if spec.call is not None \
+            else _run_once(spec, args, budget)
         outcome.attempts = attempt
         if outcome.ok or attempt > retries:
             return outcome

@@ -1,6 +1,6 @@
-"""MCP servers as jobrunner sees them before any is started: the `[mcp.NAME]` declaration,
-tool policy from annotations, model-facing tool names, and the errors of a server that
-cannot be used. Light on imports (no asyncio, no SDK): settings load it on every run."""
+"""MCP servers as jobrunner sees them before any is started: tool policy from annotations,
+model-facing tool names, and the errors of a server that cannot be used (the `[mcp.NAME]`
+declaration itself is `config.mcp`). Light on imports (no asyncio, no SDK)."""
 
 from __future__ import annotations
 
@@ -8,90 +8,21 @@ import dataclasses
 import hashlib
 import re
 from collections.abc import Collection, Mapping
-from typing import Annotated, Any, NamedTuple
+from typing import Any, NamedTuple
 
-from pydantic import AfterValidator, Field, model_validator
-
-from jobrunner.config.validation import Duration, StrictModel
+# The declaration is configuration; it is re-exported here with the rest of MCP's names.
+from jobrunner.config.mcp import (  # noqa: F401
+    SAFE_ENV,
+    SERVER_NAME_MAX,
+    McpServerConfig,
+    ServerName,
+    server_name_problem,
+)
 from jobrunner.errors import JobrunnerError
 from jobrunner.tools.api import Risk
 
-# What a stdio server inherits from jobrunner's environment, when set; everything else it
-# gets comes from its `env` table and `secrets_env` list. (A superset of the SDK's own
-# default list, which it always adds: HOME, LOGNAME, PATH, SHELL, TERM, USER.)
-SAFE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "LC_ALL", "LC_CTYPE",
-            "TZ", "TMPDIR")
-
 MODEL_NAME_MAX = 64  # the Messages API's tool names: [a-zA-Z0-9_-]{1,64}
 _MODEL_NAME_BAD = re.compile(r"[^A-Za-z0-9_-]")
-_SERVER_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]|_(?!_))*$")
-SERVER_NAME_MAX = 32
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-
-# --- declaration -----------------------------------------------------------------------
-
-def server_name_problem(name: str) -> str | None:
-    """Why `name` cannot name a server in `[mcp.NAME]`, or None."""
-    if not name or len(name) > SERVER_NAME_MAX:
-        return f"a server name has 1 to {SERVER_NAME_MAX} characters"
-    if not _SERVER_NAME.match(name) or name.endswith("_"):
-        return ("a server name is letters, digits, '-' and single '_' (not first or last): "
-                "the model sees its tools as NAME__TOOL")
-    return None
-
-
-def _check_server_name(name: str) -> str:
-    if problem := server_name_problem(name):
-        raise ValueError(problem)
-    return name
-
-
-ServerName = Annotated[str, AfterValidator(_check_server_name)]
-
-
-class McpServerConfig(StrictModel):
-    """One `[mcp.NAME]` table: a stdio `command` (run in the project root) or a `url`."""
-
-    command: list[str] | None = None  # argv of a stdio server, e.g. ["uvx", "mcp-server-time"]
-    url: str | None = None  # a streamable HTTP endpoint, e.g. "https://host/mcp"
-    env: dict[str, str] = Field(default_factory=dict)  # set for the stdio server (see SAFE_ENV)
-    secrets_env: list[str] = Field(default_factory=list)  # passed through from jobrunner; redacted
-    headers_env: dict[str, str] = Field(default_factory=dict)  # HTTP header -> variable; redacted
-    timeout: Duration = 30.0  # per call (and for start and listing); never past the run's deadline
-
-    @model_validator(mode="after")
-    def _one_transport(self) -> McpServerConfig:
-        if (self.command is None) == (self.url is None):
-            raise ValueError("give exactly one of `command` (a stdio server) or `url` "
-                             "(streamable HTTP)")
-        if self.command is not None and (not self.command or not self.command[0].strip()):
-            raise ValueError("`command` is the server's argv: a non-empty list, program first")
-        if self.url is not None:
-            if not re.match(r"^https?://[^/\s]+", self.url):
-                raise ValueError(f"`url` must be an http:// or https:// URL (got {self.url!r})")
-            if self.env or self.secrets_env:
-                raise ValueError("`env` and `secrets_env` are for a `command` server; an HTTP "
-                                 "server's credentials go in `headers_env`")
-        if self.command is not None and self.headers_env:
-            raise ValueError("`headers_env` is for a `url` server")
-        for var in [*self.env, *self.secrets_env, *self.headers_env.values()]:
-            if not _ENV_NAME.match(var):
-                raise ValueError(f"{var!r} is not an environment variable name")
-        for header in self.headers_env:
-            if not _HEADER_NAME.match(header):
-                raise ValueError(f"{header!r} is not an HTTP header name")
-        if clash := sorted(set(self.env) & set(self.secrets_env)):
-            raise ValueError(f"{clash[0]} is both in `env` and in `secrets_env`")
-        if self.timeout <= 0:
-            raise ValueError("`timeout` must be more than 0")
-        return self
-
-    def secret_values(self, environ: Mapping[str, str]) -> list[str]:
-        """The values jobrunner must redact: those of `secrets_env` and `headers_env`."""
-        names = [*self.secrets_env, *self.headers_env.values()]
-        return [environ[n] for n in names if environ.get(n)]
 
 
 # --- policy and names ------------------------------------------------------------------

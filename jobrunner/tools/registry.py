@@ -255,9 +255,18 @@ def tool_file_problems(project: Any) -> list[str]:
     return [p.located for p in project_tools(project).problems]
 
 
-def job_tools(project: Any, job: Any) -> dict[str, ToolSpec]:
-    """Every tool, each narrowed by the job's `[tool.NAME]` table."""
+def job_tools(project: Any, job: Any, mcp: Any = None,
+              deadline: float | None = None) -> dict[str, ToolSpec]:
+    """The job's tools by the name the model calls them, each narrowed by the job's
+    `[tool.NAME]` table: the Python tools it lists, and, given the run's `McpServers`
+    (`tools.mcp_tools`), the tools of the MCP servers its `mcp:` entries name (which
+    starts them: `McpServerError` if one cannot start or list)."""
     from jobrunner.tools.api import tightened
+    from jobrunner.tools.mcp_tools import is_entry
 
-    return {name: tightened(spec, job.spec.tool.get(name))
-            for name, spec in all_tools(project).items()}
+    loaded = all_tools(project)
+    tools = {name: tightened(loaded[name], job.spec.tool.get(name))
+             for name in job.spec.tools if not is_entry(name)}
+    if mcp is not None:
+        tools.update(mcp.job_tools(job, taken={*tools, *SESSION_TOOLS}, deadline=deadline))
+    return tools
