@@ -21,6 +21,7 @@ from jobrunner.cli import memory as _memory  # noqa: E402,F401
 from jobrunner.cli import replay as _replay  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401
 from jobrunner.cli import schedule as _schedule  # noqa: E402,F401
+from jobrunner.cli import setup as _setup  # noqa: E402,F401
 from jobrunner.cli.app import app, report_error, setup_logging
 from jobrunner.errors import JobrunnerError
 
@@ -28,6 +29,8 @@ from jobrunner.errors import JobrunnerError
 def main() -> None:
     """Console entry point."""
     setup_logging()
+    if _setup.completing():
+        _setup.enable_completion()
     try:
         app()
     except JobrunnerError as exc:

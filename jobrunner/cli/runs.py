@@ -8,14 +8,16 @@ from datetime import datetime
 
 import typer
 
-from jobrunner.cli.app import app, print_json, project, report_error, table
+from jobrunner.cli.app import app, find_run, print_json, project, report_error, table
+from jobrunner.cli.setup import job_names
 from jobrunner.errors import ConfigError, JobrunnerError, NotFoundError
 
 
 @app.command()
 def run(
     ctx: typer.Context,
-    name: str | None = typer.Argument(None, help="The job to run now."),
+    name: str | None = typer.Argument(None, help="The job to run now.",
+                                     autocompletion=job_names),
     due: bool = typer.Option(False, "--due", help="Run every job (or NAME only) whose "
                              "scheduled slot has come within its misfire grace and not run."),
     trigger: str = typer.Option("manual", "--trigger", hidden=True),
@@ -84,14 +86,19 @@ def _duration(row: dict) -> str:
 @app.command()
 def runs(
     ctx: typer.Context,
-    name: str | None = typer.Argument(None, help="Only this job."),
+    name: str | None = typer.Argument(None, help="Only this job.",
+                                     autocompletion=job_names),
     limit: int = typer.Option(20, "-n", "--limit", min=1, help="How many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Run history, newest first."""
 
-    store = project(ctx).store()
-    rows = store.list_runs(name, limit)
+    proj = project(ctx)
+    rows = proj.store().list_runs(name, limit)
+    if name and not rows and name not in proj.job_names():
+        # A job that is gone keeps its history; a name that never was one is a mistake.
+        known = ", ".join(proj.job_names()) or "none"
+        raise NotFoundError(f"{proj.job_path(name)}: no such job (jobs: {known})")
     if as_json:
         print_json([r.as_json() for r in rows])
         return
@@ -102,7 +109,7 @@ def runs(
             _duration(r), str(r.steps), str(r.tool_calls), f"${r.cost_usd:.4f}",
             r.stop_reason or ""] for r in rows]
     typer.echo(table(out, ["RUN", "JOB", "STATUS", "TRIGGER", "STARTED (UTC)", "TOOK",
-                           "STEPS", "TOOLS", "COST", "STOP REASON"]))
+                           "STEPS", "TOOLS", "COST", "STOP REASON"], coloured=(2,)))
 
 
 # Trace events that read as one line with their own fields filled in.
@@ -179,9 +186,7 @@ def show(
     """One run's record and its trace, step by step."""
 
     proj = project(ctx)
-    row = proj.store().find_run(run_id)
-    if row is None:
-        raise NotFoundError(f"no run {run_id!r} (see `jobrunner runs`)")
+    row = find_run(proj, run_id)
     events = proj.store().trace_read(row.id)
     if as_json:
         print_json({"run": row.as_json(), "trace": events})

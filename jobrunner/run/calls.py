@@ -175,7 +175,8 @@ class Calls:
     def _queued(self, block: dict[str, Any], spec: ToolSpec, args: dict[str, Any],
                 queued: Queued) -> Answer:
         tally = self.tally
-        tally.actions.append(Action(tally.steps, spec.name, args, "queued", queued.note))
+        tally.actions.append(Action(tally.steps, spec.name, args, "queued", queued.note,
+                                    approval_id=queued.approval_id))
         self.trace.emit("tool.queued", step=tally.steps, tool=spec.name, input=args,
                         approval_id=queued.approval_id)
         tally.needs_approval = True

@@ -1,0 +1,99 @@
+"""Output that fits where it goes: tables cut to the terminal's width, status words
+coloured on a terminal only (never with NO_COLOR, never in a pipe or a cron mail)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+# Not a terminal (a pipe, a cron mail): lines stay short enough to read in a mail client.
+PIPE_WIDTH = 100
+CUT = "~"
+
+_GREEN, _YELLOW, _RED, _BOLD = "32", "33", "31", "1"
+COLOURS = {
+    "completed": _GREEN, "ok": _GREEN, "free": _GREEN, "up": _GREEN, "scheduled": _GREEN,
+    "delivered": _GREEN,
+    "failed": _RED, "aborted": _RED, "crashed": _RED, "invalid": _RED, "in_doubt": _RED,
+    "in doubt": _RED, "FAIL": _RED, "down": _RED, "problem": _RED,
+    "partial": _YELLOW, "limit": _YELLOW, "needs_approval": _YELLOW, "paused": _YELLOW,
+    "skipped": _YELLOW, "stale": _YELLOW, "pending": _YELLOW, "held": _YELLOW,
+    "running": _BOLD,
+}
+
+
+def width(stream: TextIO | None = None) -> int:
+    """The columns output may use: $COLUMNS, else the terminal's, else PIPE_WIDTH."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    stream = stream or sys.stdout
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError):  # no descriptor behind the stream (a test's capture)
+        pass
+    return PIPE_WIDTH
+
+
+def use_colour(stream: TextIO | None = None) -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    stream = stream or sys.stdout
+    try:
+        return stream.isatty()
+    except ValueError:  # a closed stream
+        return False
+
+
+def colour(word: str, text: str | None = None, stream: TextIO | None = None) -> str:
+    """`text` (default: `word`) in the colour of status `word`, if colour is on."""
+    text = word if text is None else text
+    code = COLOURS.get(word.strip())
+    if code is None or not use_colour(stream):
+        return text
+    return f"\x1b[{code}m{text}\x1b[0m"
+
+
+def cut(text: str, size: int) -> str:
+    """`text` in at most `size` characters, a cut one ending in CUT."""
+    if len(text) <= size:
+        return text
+    return text[: max(0, size - len(CUT))] + CUT if size > len(CUT) else text[:size]
+
+
+def _fit(widths: list[int], headers: list[str], room: int) -> list[int]:
+    """Column widths within `room`: the widest column gives way first, down to its
+    header's width (or 6), so short columns (ids, statuses) stay whole."""
+    widths = list(widths)
+    floors = [min(w, max(len(h), 6)) for w, h in zip(widths, headers, strict=True)]
+    while sum(widths) + 2 * (len(widths) - 1) > room:
+        shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
+        if not shrinkable:
+            break
+        widest = max(shrinkable, key=lambda i: widths[i])
+        widths[widest] -= 1
+    return widths
+
+
+def table(rows: list[list[str]], headers: list[str], coloured: tuple[int, ...] = (),
+          room: int | None = None) -> str:
+    """Aligned columns within the terminal's width; a long cell is cut (`--json` has
+    every value whole). Columns in `coloured` hold status words, coloured on a terminal."""
+    rows = [[" ".join(str(c).split()) for c in row] for row in rows]
+    natural = [len(h) for h in headers]
+    for row in rows:
+        natural = [max(w, len(c)) for w, c in zip(natural, row, strict=True)]
+    widths = _fit(natural, headers, room if room is not None else width())
+
+    def line(cells: list[str], paint: bool) -> str:
+        out = []
+        for index, (cell, size) in enumerate(zip(cells, widths, strict=True)):
+            shown = cut(cell, size)
+            pad = " " * (size - len(shown))
+            out.append((colour(cell, shown) if paint and index in coloured else shown) + pad)
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers, False), *(line(row, True) for row in rows)])
