@@ -46,7 +46,7 @@ def locks(
     rows = [[r["job"], r["state"], r["run_id"] or "-", str(r["pid"] or "-"), r["host"] or "-",
              _age(r["held_for_s"]), _age(r["heartbeat_age_s"])] for r in records]
     typer.echo(table(rows, ["JOB", "STATE", "RUN", "PID", "HOST", "HELD FOR", "HEARTBEAT AGO"],
-                     coloured=(1,)))
+                     coloured=(1,), optional=(3, 6, 4)))
 
 
 @app.command()

@@ -11,6 +11,7 @@ import typer
 from jobrunner.cli.app import app, find_run, print_json, project, report_error, table
 from jobrunner.cli.setup import job_names
 from jobrunner.errors import ConfigError, JobrunnerError, NotFoundError
+from jobrunner.events import StopReason
 
 
 @app.command()
@@ -46,6 +47,10 @@ def run(
             if outcome.report and (outcome.status not in ("completed", "skipped")
                                    or outcome.exit_code != 0 or outcome.problems):
                 print(outcome.report, file=sys.stderr)
+            elif outcome.stop_reason == StopReason.LOCK_HELD and sys.stderr.isatty():
+                # A person at a terminal is told; cron (no terminal) stays silent.
+                print(f"jobrunner: {name}: not run: {outcome.report}; it is still running "
+                      f"(`jobrunner logs -f {name}` follows it)", file=sys.stderr)
             code = outcome.exit_code
     except JobrunnerError as exc:
         report_error(exc)
@@ -109,7 +114,8 @@ def runs(
             _duration(r), str(r.steps), str(r.tool_calls), f"${r.cost_usd:.4f}",
             r.stop_reason or ""] for r in rows]
     typer.echo(table(out, ["RUN", "JOB", "STATUS", "TRIGGER", "STARTED (UTC)", "TOOK",
-                           "STEPS", "TOOLS", "COST", "STOP REASON"], coloured=(2,)))
+                           "STEPS", "TOOLS", "COST", "STOP REASON"], coloured=(2,),
+                     optional=(5, 6, 7, 3, 4)))
 
 
 # Trace events that read as one line with their own fields filled in.

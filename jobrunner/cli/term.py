@@ -64,36 +64,59 @@ def cut(text: str, size: int) -> str:
     return text[: max(0, size - len(CUT))] + CUT if size > len(CUT) else text[:size]
 
 
-def _fit(widths: list[int], headers: list[str], room: int) -> list[int]:
-    """Column widths within `room`: the widest column gives way first, down to its
-    header's width (or 6), so short columns (ids, statuses) stay whole."""
-    widths = list(widths)
-    floors = [min(w, max(len(h), 6)) for w, h in zip(widths, headers, strict=True)]
+def _shrink(widths: list[int], floors: list[int], among: list[int], room: int) -> None:
+    """Narrow the widest of `among` a character at a time, down to their floors, until
+    the row fits `room`."""
     while sum(widths) + 2 * (len(widths) - 1) > room:
-        shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
+        shrinkable = [i for i in among if widths[i] > floors[i]]
         if not shrinkable:
+            return
+        widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+
+
+def _fit(natural: list[int], headers: list[str], room: int, whole: tuple[int, ...],
+         optional: tuple[int, ...]) -> tuple[list[int], list[int]]:
+    """The columns shown and their widths within `room`: the `optional` ones are left out,
+    in that order, while even the narrowest row would not fit; then the widest columns
+    give way (down to their header's width), the `whole` ones (ids, statuses) last."""
+    shown = list(range(len(natural)))
+    floors = [min(w, len(h)) for w, h in zip(natural, headers, strict=True)]
+
+    def narrowest() -> int:
+        return sum(natural[i] if i in whole else floors[i] for i in shown) + 2 * (len(shown) - 1)
+
+    for index in optional:
+        if narrowest() <= room:
             break
-        widest = max(shrinkable, key=lambda i: widths[i])
-        widths[widest] -= 1
-    return widths
+        shown.remove(index)
+    widths = [natural[i] for i in shown]
+    kept = [floors[i] for i in shown]
+    _shrink(widths, kept, [n for n, i in enumerate(shown) if i not in whole], room)
+    _shrink(widths, kept, [n for n, i in enumerate(shown) if i in whole], room)
+    return shown, widths
 
 
 def table(rows: list[list[str]], headers: list[str], coloured: tuple[int, ...] = (),
+          whole: tuple[int, ...] = (0,), optional: tuple[int, ...] = (),
           room: int | None = None) -> str:
     """Aligned columns within the terminal's width; a long cell is cut (`--json` has
-    every value whole). Columns in `coloured` hold status words, coloured on a terminal."""
+    every value whole). Columns in `coloured` hold status words, coloured on a terminal
+    (and kept whole, like those in `whole`); `optional` ones are left out, in that order,
+    when the width cannot hold them."""
     rows = [[" ".join(str(c).split()) for c in row] for row in rows]
     natural = [len(h) for h in headers]
     for row in rows:
         natural = [max(w, len(c)) for w, c in zip(natural, row, strict=True)]
-    widths = _fit(natural, headers, room if room is not None else width())
+    shown, widths = _fit(natural, headers, room if room is not None else width(),
+                         (*whole, *coloured), optional)
 
     def line(cells: list[str], paint: bool) -> str:
         out = []
-        for index, (cell, size) in enumerate(zip(cells, widths, strict=True)):
-            shown = cut(cell, size)
-            pad = " " * (size - len(shown))
-            out.append((colour(cell, shown) if paint and index in coloured else shown) + pad)
+        for index, size in zip(shown, widths, strict=True):
+            text = cut(cells[index], size)
+            pad = " " * (size - len(text))
+            painted = colour(cells[index], text) if paint and index in coloured else text
+            out.append(painted + pad)
         return "  ".join(out).rstrip()
 
     return "\n".join([line(headers, False), *(line(row, True) for row in rows)])
