@@ -17,6 +17,7 @@ import sys
 from jobrunner.cli import approvals as _approvals  # noqa: E402,F401
 from jobrunner.cli import health as _health  # noqa: E402,F401
 from jobrunner.cli import jobs as _jobs  # noqa: E402,F401
+from jobrunner.cli import logs as _logs  # noqa: E402,F401
 from jobrunner.cli import memory as _memory  # noqa: E402,F401
 from jobrunner.cli import replay as _replay  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401

@@ -32,7 +32,18 @@ from jobrunner.tools import dispatch
 from jobrunner.tools.api import ToolSpec
 
 MAX_MEMORY_REWRITES = 3
+# How much of each tool result the trace keeps, so `show` can say what a tool returned:
+# enough to recognise it, bounded, never the whole of a large or private result.
+RESULT_EXCERPT = 300
 Answer = tuple[dict[str, Any], Stop | None]
+
+
+def _shown(data: Any, redactor: Redactor) -> str:
+    """A tool result as text, redacted whole, before any of it is cut (a secret cut in
+    two would escape the mask)."""
+    text = data if isinstance(data, str) else json.dumps(data, default=str,
+                                                          ensure_ascii=False)
+    return redactor.text(text)
 
 
 @dataclass
@@ -96,10 +107,13 @@ class Calls:
                 on_retry=lambda n, o, d: self.trace.emit(
                     "tool.retry", tool=name, attempt=n, error=o.error,
                     delay_s=round(d, 2))), False
+        shown = _shown(outcome.data, self.redactor) if outcome.ok else None
         self.trace.emit(
             "tool.result", step=tally.steps, tool=name, ok=outcome.ok, error=outcome.error,
             attempts=outcome.attempts, duration_s=round(outcome.duration, 3),
-            data_chars=len(json.dumps(outcome.data, default=str)) if outcome.ok else None)
+            data_chars=len(shown) if shown is not None else None,
+            excerpt=shown[:RESULT_EXCERPT] if shown is not None else None,
+            excerpt_cut=shown is not None and len(shown) > RESULT_EXCERPT)
         if not outcome.ok:
             tally.actions.append(Action(tally.steps, name, args, "failed", outcome.error or ""))
             stop = self._failure(name, outcome)

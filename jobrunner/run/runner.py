@@ -58,10 +58,12 @@ def day_start(job: Job, now: datetime) -> datetime:
 
 
 def run_job(project: Project, name: str, trigger: str = "manual",
-            slot: datetime | None = None, now: datetime | None = None) -> RunOutcome:
+            slot: datetime | None = None, now: datetime | None = None,
+            run_id: str | None = None) -> RunOutcome:
     """Run one session of job `name` now, under its lock. Raises ConfigError (nothing run
     or written) for a bad job or a missing key; every other outcome is recorded and
-    returned."""
+    returned. `run_id` is the id to record it under (default: a new one), for a caller
+    that follows the run's trace while it runs."""
     from jobrunner.memory.format import refuse_symlinks
 
     job = load_job(project, name)
@@ -69,8 +71,8 @@ def run_job(project: Project, name: str, trigger: str = "manual",
     if missing:  # an operator's problem: nothing is recorded, paused or learned from it
         raise errors.ConfigError(missing)
     refuse_symlinks(project.memory_dir, job.agent)  # like a bad job file: before anything
-    run = RunContext(project, job, _did_not_start(job, project.store), new_run_id(now),
-                     trigger, slot, now or utcnow())
+    run = RunContext(project, job, _did_not_start(job, project.store),
+                     run_id or new_run_id(now), trigger, slot, now or utcnow())
     refused = _refusal(run)
     if refused is not None:
         return conclude(run, refused)
