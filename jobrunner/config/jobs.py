@@ -35,12 +35,24 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     problems += _tool_problems(job, where, loaded)
     problems.extend(_policy_problems(job, where, loaded.tools))
     if spec.model.startswith("replay:"):
-        script = project.root / spec.model.removeprefix("replay:")
-        if not script.is_file():
-            problems.append(f"{where('model')}: model: replay script {script} does not exist")
+        problems += _replay_problems(project.root / spec.model.removeprefix("replay:"),
+                                     where("model"))
     elif spec.model not in project.settings.prices():
         problems.append(f"{where('model')}: model: {_unknown_model(spec.model, project)}")
     return problems
+
+
+def _replay_problems(script: Any, where: str) -> list[str]:
+    """A replay script that exists and reads as one (its problems located in it)."""
+    from jobrunner.models.replay import load_script
+
+    if not script.is_file():
+        return [f"{where}: model: replay script {script} does not exist"]
+    try:
+        load_script(script)
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 def _unknown_model(model: str, project: Project) -> str:
