@@ -19,6 +19,7 @@ from jobrunner.cli import health as _health  # noqa: E402,F401
 from jobrunner.cli import jobs as _jobs  # noqa: E402,F401
 from jobrunner.cli import logs as _logs  # noqa: E402,F401
 from jobrunner.cli import memory as _memory  # noqa: E402,F401
+from jobrunner.cli import rehearse as _rehearse  # noqa: E402,F401
 from jobrunner.cli import replay as _replay  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401
 from jobrunner.cli import schedule as _schedule  # noqa: E402,F401

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from typing import NoReturn
 
 import typer
 
@@ -60,13 +61,17 @@ def run(
     except JobrunnerError as exc:
         report_error(exc)
         code = exc.exit_code
+    end_run(code)
+
+
+def end_run(code: int) -> NoReturn:
+    """Exit with a run's code, at once: the run has ended and is recorded, so a thread or
+    process a tool left, or an abandoned model call (its connection still open), must not
+    keep the process (and cron, or the daemon) waiting for it."""
     from jobrunner.models import abandoned_calls
     from jobrunner.tools.dispatch import left_running, real_exit
 
     if left_running() or abandoned_calls():
-        # The run has ended and is recorded: a thread or process a tool left, or an
-        # abandoned model call (its connection still open), must not keep the process
-        # (and cron, or the daemon) waiting for it.
         sys.stdout.flush()
         sys.stderr.flush()
         real_exit(code)
@@ -134,7 +139,7 @@ def runs(
             r.stop_reason or ""] for r in rows]
     typer.echo(table(out, ["RUN", "JOB", "STATUS", "TRIGGER", "STARTED (UTC)", "TOOK",
                            "STEPS", "TOOLS", "COST", "STOP REASON"], coloured=(2,),
-                     optional=(5, 6, 7, 3, 4)))
+                     whole=(0, 8, 1), optional=(5, 6, 7, 3, 4)))
 
 
 @app.command()

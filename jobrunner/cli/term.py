@@ -76,14 +76,17 @@ def _shrink(widths: list[int], floors: list[int], among: list[int], room: int) -
 
 def _fit(natural: list[int], headers: list[str], room: int, whole: tuple[int, ...],
          optional: tuple[int, ...]) -> tuple[list[int], list[int]]:
-    """The columns shown and their widths within `room`: the `optional` ones are left out,
-    in that order, while even the narrowest row would not fit; then the widest columns
-    give way (down to their header's width), the `whole` ones (ids, statuses) last."""
+    """The columns shown and their widths within `room`. `whole` (ids, statuses) and
+    `optional` columns are not cut: the optional ones are left out instead, in their
+    order, until the others fit; then the rest give way, the widest first (down to their
+    header's width), and the whole ones only if nothing else is left to give."""
     shown = list(range(len(natural)))
     floors = [min(w, len(h)) for w, h in zip(natural, headers, strict=True)]
+    kept_whole = (*whole, *optional)
 
     def narrowest() -> int:
-        return sum(natural[i] if i in whole else floors[i] for i in shown) + 2 * (len(shown) - 1)
+        return sum(natural[i] if i in kept_whole else floors[i] for i in shown) \
+            + 2 * (len(shown) - 1)
 
     for index in optional:
         if narrowest() <= room:
@@ -91,8 +94,11 @@ def _fit(natural: list[int], headers: list[str], room: int, whole: tuple[int, ..
         shown.remove(index)
     widths = [natural[i] for i in shown]
     kept = [floors[i] for i in shown]
-    _shrink(widths, kept, [n for n, i in enumerate(shown) if i not in whole], room)
-    _shrink(widths, kept, [n for n, i in enumerate(shown) if i in whole], room)
+    for group in ([i for i in shown if i not in kept_whole], [i for i in shown if i in optional]):
+        _shrink(widths, kept, [shown.index(i) for i in group], room)
+    for index in reversed(whole):  # the last named is the first to give way
+        if index in shown:
+            _shrink(widths, kept, [shown.index(index)], room)
     return shown, widths
 
 
@@ -101,14 +107,14 @@ def table(rows: list[list[str]], headers: list[str], coloured: tuple[int, ...] =
           room: int | None = None) -> str:
     """Aligned columns within the terminal's width; a long cell is cut (`--json` has
     every value whole). Columns in `coloured` hold status words, coloured on a terminal
-    (and kept whole, like those in `whole`); `optional` ones are left out, in that order,
-    when the width cannot hold them."""
+    (and kept whole, like those in `whole`, the first named the longest); `optional` ones
+    are left out, in that order, when the width cannot hold them."""
     rows = [[" ".join(str(c).split()) for c in row] for row in rows]
     natural = [len(h) for h in headers]
     for row in rows:
         natural = [max(w, len(c)) for w, c in zip(natural, row, strict=True)]
     shown, widths = _fit(natural, headers, room if room is not None else width(),
-                         (*whole, *coloured), optional)
+                         (*coloured, *whole), optional)
 
     def line(cells: list[str], paint: bool) -> str:
         out = []

@@ -17,7 +17,6 @@ _PLAIN = {
     "tool.retry": "retrying tool {tool} in {delay_s}s (attempt {attempt}: {error})",
     "tool.skipped": "not executed: {tool}: {reason}",
     "tool.invalid": "invalid call {tool}: {error} ({invalid_calls} so far)",
-    "tool.queued": "queued for approval: {tool} (approval {approval_id})",
     "tool.medium_risk": "medium risk: {tool}",
     "guard.nudge": "guard: nudged the model ({reason}) at step {step}",
     "guard.stop": "guard: stopped {tool} before it ran ({reason})",
@@ -58,8 +57,12 @@ def describe(event: dict[str, Any]) -> str:
     if kind == "tool.result":
         return _result(event)
     if kind == "tool.dry_run":
-        return (f"dry run: {event.get('tool')}({_args(event.get('input'))}) not executed; "
-                "answered with a stand-in")
+        what = (f"would wait for approval ({event.get('why')}); nothing queued"
+                if event.get("would_queue") else "not executed; answered with a stand-in")
+        return f"dry run: {event.get('tool')}({_args(event.get('input'))}) {what}"
+    if kind == "tool.queued":
+        which = f"approval {event['approval_id']}" if event.get("approval_id") else "dry run"
+        return f"queued for approval: {event.get('tool')} ({which})"
     if kind in ("approval.approved", "approval.rejected", "approval.expired"):
         return _decision(event, kind.split(".")[1])
     if kind == "ledger.in_doubt":

@@ -19,6 +19,7 @@ from jobrunner.clock import iso, utcnow
 from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import agent_history, environment_problems, load_job
 from jobrunner.config.project import Project
+from jobrunner.effects.gate import GateFactory, LedgerGate
 from jobrunner.events import Status, StopReason
 from jobrunner.locks.file import (
     Acquired,
@@ -59,20 +60,24 @@ def day_start(job: Job, now: datetime) -> datetime:
 
 def run_job(project: Project, name: str, trigger: str = "manual",
             slot: datetime | None = None, now: datetime | None = None,
-            run_id: str | None = None) -> RunOutcome:
+            run_id: str | None = None, model: str | None = None,
+            gate: GateFactory = LedgerGate) -> RunOutcome:
     """Run one session of job `name` now, under its lock. Raises ConfigError (nothing run
     or written) for a bad job or a missing key; every other outcome is recorded and
     returned. `run_id` is the id to record it under (default: a new one), for a caller
-    that follows the run's trace while it runs."""
+    that follows the run's trace while it runs. `jobrunner test` gives `model` (a replay
+    script instead of the job's own) and its `gate`."""
     from jobrunner.memory.format import refuse_symlinks
 
     job = load_job(project, name)
+    if model is not None:
+        job = job.with_model(model)
     missing = environment_problems(project, job)
     if missing:  # an operator's problem: nothing is recorded, paused or learned from it
         raise errors.ConfigError(missing)
     refuse_symlinks(project.memory_dir, job.agent)  # like a bad job file: before anything
     run = RunContext(project, job, _did_not_start(job, project.store),
-                     run_id or new_run_id(now), trigger, slot, now or utcnow())
+                     run_id or new_run_id(now), trigger, slot, now or utcnow(), gate=gate)
     refused = _refusal(run)
     if refused is not None:
         return conclude(run, refused)
@@ -279,14 +284,13 @@ def _start(run: RunContext) -> None:
     run.trace = Trace(run.store, run.run_id)
     run.trace.emit("run.start", job=job.name, agent=job.agent, trigger=run.trigger,
                    slot=iso(run.slot), model=job.spec.model, pid=os.getpid())
-    run.pinger = Pinger(job.spec.heartbeat_url, run.trace)
+    run.pinger = Pinger(job.spec.heartbeat_url if run.project.reaches_out else "", run.trace)
     run.pinger.start()
 
 
 def _with_agent(run: RunContext, tools: Any, client: Any, price: Any) -> Ending:
     """The session, holding the agent's lock, from its memory to its memory's rewrite."""
     from jobrunner.effects import ledger
-    from jobrunner.effects.gate import LedgerGate
     from jobrunner.memory import format as mem
     from jobrunner.memory import store as memory_store
     from jobrunner.run.report import in_doubt_report
@@ -320,7 +324,8 @@ def _with_agent(run: RunContext, tools: Any, client: Any, price: Any) -> Ending:
             price=price, trace=trace, redactor=store.redactor, started_monotonic=started,
             now=run.now, slot=run.slot,
             spent_today_usd=store.cost_since(job.name, day_start(job, run.now)),
-            gate=LedgerGate(project, job, store, run.run_id, run.now, run.slot, trace))
+            gate=(run.gate or LedgerGate)(project, job, store, run.run_id, run.now, run.slot,
+                                          trace))
         try:
             ending = session.run()
         except Terminated:
