@@ -24,6 +24,7 @@ from jobrunner.cli import replay as _replay  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401
 from jobrunner.cli import schedule as _schedule  # noqa: E402,F401
 from jobrunner.cli import setup as _setup  # noqa: E402,F401
+from jobrunner.cli import status as _status  # noqa: E402,F401
 from jobrunner.cli.app import app, report_error, setup_logging
 from jobrunner.errors import JobrunnerError
 

@@ -57,6 +57,14 @@ def colour(word: str, text: str | None = None, stream: TextIO | None = None) -> 
     return f"\x1b[{code}m{text}\x1b[0m"
 
 
+def wrap(text: str, indent: str = "  ") -> str:
+    """A line of prose within the width: wrapped, never cut (its words are the point)."""
+    import textwrap
+
+    return textwrap.fill(text, max(20, width()), subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False)
+
+
 def cut(text: str, size: int) -> str:
     """`text` in at most `size` characters, a cut one ending in CUT."""
     if len(text) <= size:
