@@ -15,6 +15,7 @@ import sys
 
 # Each module registers its commands on `app`.
 from jobrunner.cli import approvals as _approvals  # noqa: E402,F401
+from jobrunner.cli import doctor as _doctor  # noqa: E402,F401
 from jobrunner.cli import health as _health  # noqa: E402,F401
 from jobrunner.cli import jobs as _jobs  # noqa: E402,F401
 from jobrunner.cli import logs as _logs  # noqa: E402,F401

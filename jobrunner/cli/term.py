@@ -17,7 +17,8 @@ COLOURS = {
     "delivered": _GREEN,
     "failed": _RED, "aborted": _RED, "crashed": _RED, "invalid": _RED, "in_doubt": _RED,
     "in doubt": _RED, "FAIL": _RED, "down": _RED, "problem": _RED,
-    "partial": _YELLOW, "limit": _YELLOW, "needs_approval": _YELLOW, "paused": _YELLOW,
+    "partial": _YELLOW, "warn": _YELLOW, "limit": _YELLOW, "needs_approval": _YELLOW,
+    "paused": _YELLOW,
     "skipped": _YELLOW, "stale": _YELLOW, "pending": _YELLOW, "held": _YELLOW,
     "running": _BOLD,
 }
