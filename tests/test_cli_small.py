@@ -175,3 +175,26 @@ def test_a_queued_call_report_says_how_to_approve_it(project, fake_api):
     [approval] = project.run("approvals", "--json").json()
     assert f"jobrunner approve {approval['id']}" in ran.stderr
     assert f"jobrunner reject {approval['id']}" in ran.stderr
+
+
+def test_every_command_is_in_the_readme_table_and_in_help(project):
+    import re
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Commands\n", 1)[1].split("\n### ", 1)[0]
+    documented = set()
+    for row in section.splitlines():
+        if row.startswith("| `"):
+            first_cell = row.split(" | ")[0]
+            for fragment in re.findall(r"`([^`]+)`", first_cell):
+                documented.add(fragment.removeprefix("jobrunner ").split()[0])
+    shown = project.run("--help").stdout
+    commands = shown.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
+    listed = {line.split()[0] for line in commands.splitlines() if line.strip()}
+    assert listed <= documented, listed - documented
+    for command in ("test", "status", "doctor", "logs", "init", "completion", "--version"):
+        assert command in documented and (command in listed or command in shown), command
+    for command in listed:
+        assert project.run(command, "--help").code == 0, command
