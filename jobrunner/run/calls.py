@@ -38,12 +38,16 @@ RESULT_EXCERPT = 300
 Answer = tuple[dict[str, Any], Stop | None]
 
 
-def _shown(data: Any, redactor: Redactor) -> str:
-    """A tool result as text, redacted whole, before any of it is cut (a secret cut in
-    two would escape the mask)."""
+def _excerpt(data: Any, redactor: Redactor) -> tuple[int, str, bool]:
+    """A tool result's size as text, its first RESULT_EXCERPT characters and whether it
+    was cut. The excerpt is redacted before it is cut (a secret cut in two would escape
+    the mask): redacting a prefix many times its length is enough for any secret that
+    starts in the excerpt, and bounds the cost for a large result."""
     text = data if isinstance(data, str) else json.dumps(data, default=str,
                                                           ensure_ascii=False)
-    return redactor.text(text)
+    masked = redactor.text(text[: RESULT_EXCERPT * 16])
+    return len(text), masked[:RESULT_EXCERPT], len(masked) > RESULT_EXCERPT \
+        or len(text) > RESULT_EXCERPT * 16
 
 
 @dataclass
@@ -107,13 +111,12 @@ class Calls:
                 on_retry=lambda n, o, d: self.trace.emit(
                     "tool.retry", tool=name, attempt=n, error=o.error,
                     delay_s=round(d, 2))), False
-        shown = _shown(outcome.data, self.redactor) if outcome.ok else None
+        size, excerpt, cut = _excerpt(outcome.data, self.redactor) if outcome.ok \
+            else (None, None, False)
         self.trace.emit(
             "tool.result", step=tally.steps, tool=name, ok=outcome.ok, error=outcome.error,
             attempts=outcome.attempts, duration_s=round(outcome.duration, 3),
-            data_chars=len(shown) if shown is not None else None,
-            excerpt=shown[:RESULT_EXCERPT] if shown is not None else None,
-            excerpt_cut=shown is not None and len(shown) > RESULT_EXCERPT)
+            data_chars=size, excerpt=excerpt, excerpt_cut=cut)
         if not outcome.ok:
             tally.actions.append(Action(tally.steps, name, args, "failed", outcome.error or ""))
             stop = self._failure(name, outcome)
