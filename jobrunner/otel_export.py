@@ -76,6 +76,8 @@ def export_target(project: Project, env: dict[str, str] | None = None) -> Export
     wins over the environment's; OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn
     it off whatever is configured."""
     env = os.environ if env is None else env
+    if not project.reaches_out:  # a dry run
+        return None
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or \
             env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
         return None

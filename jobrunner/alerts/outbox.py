@@ -87,6 +87,8 @@ def alert_settings(project: Any) -> Any:
     from jobrunner.config.settings import AlertSettings
     from jobrunner.errors import ConfigError
 
+    if not project.reaches_out:  # a dry run's alerts stay in its own log
+        return AlertSettings()
     try:
         return project.settings.alerts
     except ConfigError:

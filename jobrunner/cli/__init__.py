@@ -15,12 +15,17 @@ import sys
 
 # Each module registers its commands on `app`.
 from jobrunner.cli import approvals as _approvals  # noqa: E402,F401
+from jobrunner.cli import doctor as _doctor  # noqa: E402,F401
 from jobrunner.cli import health as _health  # noqa: E402,F401
 from jobrunner.cli import jobs as _jobs  # noqa: E402,F401
+from jobrunner.cli import logs as _logs  # noqa: E402,F401
 from jobrunner.cli import memory as _memory  # noqa: E402,F401
+from jobrunner.cli import rehearse as _rehearse  # noqa: E402,F401
 from jobrunner.cli import replay as _replay  # noqa: E402,F401
 from jobrunner.cli import runs as _runs  # noqa: E402,F401
 from jobrunner.cli import schedule as _schedule  # noqa: E402,F401
+from jobrunner.cli import setup as _setup  # noqa: E402,F401
+from jobrunner.cli import status as _status  # noqa: E402,F401
 from jobrunner.cli.app import app, report_error, setup_logging
 from jobrunner.errors import JobrunnerError
 
@@ -28,6 +33,8 @@ from jobrunner.errors import JobrunnerError
 def main() -> None:
     """Console entry point."""
     setup_logging()
+    if _setup.completing():
+        _setup.enable_completion()
     try:
         app()
     except JobrunnerError as exc:

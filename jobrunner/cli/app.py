@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from jobrunner.cli.term import table  # noqa: F401 - every command's tables
+
 EPILOG = (
     "Exit codes of `run`: 0 completed (or skipped: a live run holds the lock); "
     "1 failed, partial or aborted; 2 usage or configuration error; 3 a hard limit ended "
@@ -28,6 +30,14 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from jobrunner import __version__
+
+        typer.echo(f"jobrunner {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -35,7 +45,10 @@ def root(
         None, "--home", help="Project folder (default: $JOBRUNNER_HOME, else the nearest "
         "folder at or above here with jobrunner.toml or jobs/)."
     ),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                 help="Print the version and exit."),
 ) -> None:
+    del version  # handled by its callback
     ctx.obj = {"home": home}
 
 
@@ -47,6 +60,24 @@ def project(ctx: typer.Context):
     if "project" not in obj:
         obj["project"] = Project.discover(obj.get("home"))
     return obj["project"]
+
+
+def find_run(proj: Any, ref: str) -> Any:
+    """The run `ref` names (an id or a unique prefix); NotFoundError says which runs an
+    ambiguous prefix matches, or that none does."""
+    from jobrunner.errors import NotFoundError
+
+    store = proj.store()
+    row = store.find_run(ref)
+    if row is not None:
+        return row
+    matches = store.find_runs(ref, limit=6)
+    if not matches:
+        raise NotFoundError(f"no run {ref!r} (see `jobrunner runs`)")
+    shown = ", ".join(f"{r.id} ({r.job}, {r.status})" for r in matches[:5])
+    more = " and more" if len(matches) > 5 else ""
+    raise NotFoundError(f"run id prefix {ref!r} is ambiguous: it matches {shown}{more}; "
+                        "give more of the id")
 
 
 def relative(line: str) -> str:
@@ -97,14 +128,3 @@ def setup_logging() -> None:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def table(rows: list[list[str]], headers: list[str]) -> str:
-    """Plain aligned columns: reads well in a terminal and in a cron mail."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)

@@ -45,7 +45,8 @@ def approvals(
         [[r["id"], r["status"], r["job"], r["tool"], _short(r["args"]),
           r["expires_at"] if r["status"] == "pending" else (r["decided_by"] or "-")]
          for r in rows],
-        ["ID", "STATUS", "JOB", "TOOL", "ARGUMENTS", "EXPIRES (UTC) / BY"]))
+        ["ID", "STATUS", "JOB", "TOOL", "ARGUMENTS", "EXPIRES (UTC) / BY"], coloured=(1,),
+        optional=(5,)))
     for r in rows:
         if r["status"] == "pending":
             typer.echo(f"\n{r['id']}: {r['tool']} for {r['job']} (run {r['run_id']})\n"
@@ -120,7 +121,8 @@ def ledger_list(
         [[r["key"], r["state"], r["job"], r["tool"], r["run_id"] or "-",
           (r["outcome_at"] or r["intent_at"] or "")[:19], _short(r["error"] or "", 50)]
          for r in rows],
-        ["KEY", "STATE", "JOB", "TOOL", "RUN", "AT (UTC)", "ERROR"]))
+        ["KEY", "STATE", "JOB", "TOOL", "RUN", "AT (UTC)", "ERROR"], coloured=(1,),
+        optional=(5, 4)))
     doubtful = [r for r in rows if r["state"] == "in_doubt"]
     for r in doubtful:
         typer.echo(f"\nin doubt: {r['key']}: resolve with\n"

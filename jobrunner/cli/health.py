@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from jobrunner.cli.app import app, print_json, project, table
+from jobrunner.cli.setup import job_names
 from jobrunner.errors import JobrunnerError
 
 
@@ -44,11 +45,13 @@ def locks(
         return
     rows = [[r["job"], r["state"], r["run_id"] or "-", str(r["pid"] or "-"), r["host"] or "-",
              _age(r["held_for_s"]), _age(r["heartbeat_age_s"])] for r in records]
-    typer.echo(table(rows, ["JOB", "STATE", "RUN", "PID", "HOST", "HELD FOR", "HEARTBEAT AGO"]))
+    typer.echo(table(rows, ["JOB", "STATE", "RUN", "PID", "HOST", "HELD FOR", "HEARTBEAT AGO"],
+                     coloured=(1,), optional=(3, 6, 4)))
 
 
 @app.command()
-def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")) -> None:
+def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.",
+                                                        autocompletion=job_names)) -> None:
     """Clear what a crashed run left on a job's lock. Refuses while a live process holds it."""
     from jobrunner.config.jobs import load_job
     from jobrunner.locks.file import Busy
@@ -79,7 +82,8 @@ def unlock(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")
 
 
 @app.command()
-def resume(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.")) -> None:
+def resume(ctx: typer.Context, name: str = typer.Argument(..., help="Job name.",
+                                                        autocompletion=job_names)) -> None:
     """Lift the pause put on a job after repeated failures."""
     from jobrunner.config.jobs import load_job
     from jobrunner.run.pause import resume as lift

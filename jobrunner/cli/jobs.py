@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import typer
 
 from jobrunner.cli.app import app, print_json, project, relative, table
+from jobrunner.cli.setup import job_names
 from jobrunner.errors import ConfigError
 
 JOB_TEMPLATE = '''\
@@ -105,7 +106,8 @@ def list_jobs(
         rows = [[r["name"], r["schedule"], r["next_run_local"], r["last_status"] or "-",
                  "paused" if r["paused"] else ""] for r in records]
         if rows:
-            typer.echo(table(rows, ["JOB", "SCHEDULE", "NEXT RUN", "LAST", "PAUSED"]))
+            typer.echo(table(rows, ["JOB", "SCHEDULE", "NEXT RUN", "LAST", "PAUSED"],
+                             coloured=(3, 4)))
         else:
             typer.echo("no valid jobs in " + str(proj.jobs_dir))
         for problem in problems:
@@ -124,7 +126,8 @@ def is_paused(store, job: str) -> bool:
 @app.command()
 def validate(
     ctx: typer.Context,
-    name: str | None = typer.Argument(None, help="One job (default: all)."),
+    name: str | None = typer.Argument(None, help="One job (default: all).",
+                                     autocompletion=job_names),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
     connect: bool = typer.Option(False, "--connect",
                                  help="Start each MCP server a job uses, list its tools "
@@ -233,7 +236,7 @@ def _mcp_lines(listing: list[dict]) -> list[str]:
 @app.command("next")
 def next_runs(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Job name."),
+    name: str = typer.Argument(..., help="Job name.", autocompletion=job_names),
     count: int = typer.Option(5, "-n", "--count", min=1, max=1000, help="How many."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:

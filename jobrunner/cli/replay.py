@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from jobrunner.cli.app import app, project
+from jobrunner.cli.app import app, find_run, project
 from jobrunner.errors import NotFoundError
 
 USAGE_KEYS = ("input_tokens", "output_tokens", "cache_creation_input_tokens",
@@ -48,9 +48,7 @@ def replay(
     from jobrunner.models.replay import ReplayScript
 
     proj = project(ctx)
-    row = proj.store().find_run(run_id)
-    if row is None:
-        raise NotFoundError(f"no run {run_id!r} (see `jobrunner runs`)")
+    row = find_run(proj, run_id)
     script = script_from_trace(row, proj.store().trace_read(row.id))
     if not script["turns"]:
         raise NotFoundError(f"run {row.id} has no model turns in its trace to replay")

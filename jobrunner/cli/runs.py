@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime
+from typing import NoReturn
 
 import typer
 
-from jobrunner.cli.app import app, print_json, project, report_error, table
+from jobrunner.cli.app import app, find_run, print_json, project, report_error, table
+from jobrunner.cli.setup import job_names
+from jobrunner.cli.trace_text import timed
 from jobrunner.errors import ConfigError, JobrunnerError, NotFoundError
+from jobrunner.events import StopReason
 
 
 @app.command()
 def run(
     ctx: typer.Context,
-    name: str | None = typer.Argument(None, help="The job to run now."),
+    name: str | None = typer.Argument(None, help="The job to run now.",
+                                     autocompletion=job_names),
     due: bool = typer.Option(False, "--due", help="Run every job (or NAME only) whose "
                              "scheduled slot has come within its misfire grace and not run."),
     trigger: str = typer.Option("manual", "--trigger", hidden=True),
     slot: str | None = typer.Option(None, "--slot", hidden=True),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Write the run's steps to "
+                                 "stderr as they happen (model turns, tool calls and "
+                                 "results, guard decisions, retries)."),
 ) -> None:
     """One session now, under the job's lock (what cron calls).
 
@@ -27,10 +34,11 @@ def run(
     goes to stderr. Exit codes: 0 completed or skipped, 1 failed/partial/aborted,
     2 configuration error, 3 limit, 4 needs approval, 75 could not run now.
     """
-    from jobrunner.run.runner import run_job
-
     if not (due or name) or (due and slot):
         raise ConfigError("give a job NAME, or --due (optionally with NAME)")
+    if due and verbose:
+        raise ConfigError("-v follows one run: give NAME without --due (`jobrunner logs -f` "
+                          "follows every run)")
     proj = project(ctx)
     try:
         if due:
@@ -40,25 +48,48 @@ def run(
                            trigger="due" if trigger == "manual" else trigger)
         else:
             slot_time = _slot(slot) if slot else None
-            outcome = run_job(proj, name, trigger=trigger, slot=slot_time)
+            outcome = _run_one(proj, name, trigger, slot_time, verbose)
             if outcome.report and (outcome.status not in ("completed", "skipped")
                                    or outcome.exit_code != 0 or outcome.problems):
                 print(outcome.report, file=sys.stderr)
+            elif outcome.stop_reason == StopReason.LOCK_HELD and (verbose
+                                                                  or sys.stderr.isatty()):
+                # A person at a terminal is told; cron (no terminal) stays silent.
+                print(f"jobrunner: {name}: not run: {outcome.report}; it is still running "
+                      f"(`jobrunner logs -f {name}` follows it)", file=sys.stderr)
             code = outcome.exit_code
     except JobrunnerError as exc:
         report_error(exc)
         code = exc.exit_code
+    end_run(code)
+
+
+def end_run(code: int) -> NoReturn:
+    """Exit with a run's code, at once: the run has ended and is recorded, so a thread or
+    process a tool left, or an abandoned model call (its connection still open), must not
+    keep the process (and cron, or the daemon) waiting for it."""
     from jobrunner.models import abandoned_calls
     from jobrunner.tools.dispatch import left_running, real_exit
 
     if left_running() or abandoned_calls():
-        # The run has ended and is recorded: a thread or process a tool left, or an
-        # abandoned model call (its connection still open), must not keep the process
-        # (and cron, or the daemon) waiting for it.
         sys.stdout.flush()
         sys.stderr.flush()
         real_exit(code)
     raise typer.Exit(code)
+
+
+def _run_one(proj, name: str, trigger: str, slot: datetime | None, verbose: bool):
+    """One run of `name`; with `verbose`, its steps go to stderr as they happen."""
+    from jobrunner.run.runner import new_run_id, run_job
+
+    if not verbose:
+        return run_job(proj, name, trigger=trigger, slot=slot)
+    from jobrunner.cli.logs import following
+
+    run_id = new_run_id()
+    with following(proj.store(), run_id,
+                   lambda line: print(line, file=sys.stderr, flush=True)):
+        return run_job(proj, name, trigger=trigger, slot=slot, run_id=run_id)
 
 
 def _slot(text: str) -> datetime:
@@ -84,14 +115,19 @@ def _duration(row: dict) -> str:
 @app.command()
 def runs(
     ctx: typer.Context,
-    name: str | None = typer.Argument(None, help="Only this job."),
+    name: str | None = typer.Argument(None, help="Only this job.",
+                                     autocompletion=job_names),
     limit: int = typer.Option(20, "-n", "--limit", min=1, help="How many, newest first."),
     as_json: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Run history, newest first."""
 
-    store = project(ctx).store()
-    rows = store.list_runs(name, limit)
+    proj = project(ctx)
+    rows = proj.store().list_runs(name, limit)
+    if name and not rows and name not in proj.job_names():
+        # A job that is gone keeps its history; a name that never was one is a mistake.
+        known = ", ".join(proj.job_names()) or "none"
+        raise NotFoundError(f"{proj.job_path(name)}: no such job (jobs: {known})")
     if as_json:
         print_json([r.as_json() for r in rows])
         return
@@ -102,72 +138,8 @@ def runs(
             _duration(r), str(r.steps), str(r.tool_calls), f"${r.cost_usd:.4f}",
             r.stop_reason or ""] for r in rows]
     typer.echo(table(out, ["RUN", "JOB", "STATUS", "TRIGGER", "STARTED (UTC)", "TOOK",
-                           "STEPS", "TOOLS", "COST", "STOP REASON"]))
-
-
-# Trace events that read as one line with their own fields filled in.
-_PLAIN = {
-    "model.request": "model request (step {step}, attempt {attempt})",
-    "model.error": "model error (attempt {attempt}): {message}",
-    "model.retry": "retrying the model call in {delay_s}s",
-    "run.end": "run ended {status} ({stop_reason})",
-    "session.finish": "finish: {status}: {summary}",
-}
-
-
-def _describe(event: dict) -> str:
-    """One trace event as a line a person can read."""
-    kind = event.get("event", "?")
-    if kind in _PLAIN:
-        return _PLAIN[kind].format_map(_Missing(event))
-    if kind == "model.response":
-        return _response(event)
-    if kind == "tool.call":
-        args = json.dumps(event.get("input"), default=str)
-        return f"tool call {event.get('tool')}({args[:160]}) [risk {event.get('risk')}]"
-    if kind == "tool.result":
-        if event.get("ok"):
-            return (f"tool result {event.get('tool')}: ok ({event.get('data_chars')} chars, "
-                    f"{event.get('duration_s')}s)")
-        return f"tool result {event.get('tool')}: FAILED: {event.get('error')}"
-    if kind in ("approval.approved", "approval.rejected", "approval.expired"):
-        return _decision(event, kind.split(".")[1])
-    skip = {"seq", "at", "event", "run_id"}
-    rest = ", ".join(f"{k}={json.dumps(v, default=str)[:80]}" for k, v in event.items()
-                     if k not in skip)
-    return f"{kind} {rest}".strip()
-
-
-class _Missing(dict):
-    """An event's fields for `format_map`; a field it lacks reads as None."""
-
-    def __missing__(self, key: str) -> None:
-        return None
-
-
-def _response(event: dict) -> str:
-    usage = event.get("usage", {})
-    parts = []
-    for block in event.get("content", []):
-        if block.get("type") == "text" and block.get("text", "").strip():
-            text = " ".join(block["text"].split())
-            parts.append(f'says "{text[:100]}{"..." if len(text) > 100 else ""}"')
-        elif block.get("type") == "tool_use":
-            args = json.dumps(block.get("input"), default=str)
-            parts.append(f"calls {block.get('name')}({args[:100]})")
-    return (f"model response: {'; '.join(parts) or '(empty)'} "
-            f"[{usage.get('input_tokens', 0)} in, {usage.get('output_tokens', 0)} out, "
-            f"${event.get('cost_usd', 0):.4f}, {event.get('duration_s', 0)}s]")
-
-
-def _decision(event: dict, verb: str) -> str:
-    line = f"approval {event.get('approval_id')} ({event.get('tool')}) {verb}"
-    line += f" by {event.get('by')}" if event.get("by") != "ttl" else " (nobody decided)"
-    if event.get("outcome"):
-        line += f": {event['outcome']}"
-    if event.get("error") or event.get("reason"):
-        line += f": {event.get('error') or event.get('reason')}"
-    return line
+                           "STEPS", "TOOLS", "COST", "STOP REASON"], coloured=(2,),
+                     whole=(0, 8, 1), optional=(5, 6, 7, 3, 4)))
 
 
 @app.command()
@@ -179,9 +151,7 @@ def show(
     """One run's record and its trace, step by step."""
 
     proj = project(ctx)
-    row = proj.store().find_run(run_id)
-    if row is None:
-        raise NotFoundError(f"no run {run_id!r} (see `jobrunner runs`)")
+    row = find_run(proj, run_id)
     events = proj.store().trace_read(row.id)
     if as_json:
         print_json({"run": row.as_json(), "trace": events})
@@ -201,6 +171,6 @@ def show(
     if events:
         typer.echo("trace:")
         for event in events:
-            typer.echo(f"  {event.get('at', '')[11:19]}  {_describe(event)}")
+            typer.echo(timed(event, "  "))
     else:
         typer.echo("trace: (none recorded)")

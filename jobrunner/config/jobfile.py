@@ -142,6 +142,12 @@ class Job:
     def limits(self) -> Limits:
         return self.spec.limits
 
+    def with_model(self, model: str) -> Job:
+        """The same job answered by another model (a replay script, for `jobrunner test`)."""
+        from dataclasses import replace
+
+        return replace(self, spec=self.spec.model_copy(update={"model": model}))
+
     def schedule(self):
         from jobrunner.config.schedule import parse_schedule
 

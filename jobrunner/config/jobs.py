@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from jobrunner.config.jobfile import Job, JobFile, MemoryPolicy, ToolPolicy, merge
 from jobrunner.config.project import Project, read_toml
-from jobrunner.config.validation import JOB_NAME, located_errors
+from jobrunner.config.validation import JOB_NAME, in_line_order, located_errors
 from jobrunner.errors import ConfigError, NotFoundError
 
 
@@ -36,16 +36,36 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     problems += _tool_problems(job, where, loaded, servers)
     problems.extend(_policy_problems(job, where, loaded.tools, servers))
     if spec.model.startswith("replay:"):
-        script = project.root / spec.model.removeprefix("replay:")
-        if not script.is_file():
-            problems.append(f"{where('model')}: model: replay script {script} does not exist")
+        problems += _replay_problems(project.root / spec.model.removeprefix("replay:"),
+                                     where("model"))
     elif spec.model not in project.settings.prices():
-        problems.append(
-            f"{where('model')}: model: unknown model {spec.model!r} (known: "
-            f"{', '.join(sorted(project.settings.prices()))}; add a [pricing.\"{spec.model}\"] "
-            "table to jobrunner.toml for a newer one)"
-        )
+        problems.append(f"{where('model')}: model: {_unknown_model(spec.model, project)}")
     return problems
+
+
+def _replay_problems(script: Any, where: str) -> list[str]:
+    """A replay script that exists and reads as one (its problems located in it)."""
+    from jobrunner.models.replay import load_script
+
+    if not script.is_file():
+        return [f"{where}: model: replay script {script} does not exist"]
+    try:
+        load_script(script)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def _unknown_model(model: str, project: Project) -> str:
+    """Why `model` is refused: the closest known name first (a typo is the usual cause),
+    then what else there is."""
+    import difflib
+
+    known = sorted(project.settings.prices())
+    close = difflib.get_close_matches(model, known, n=1, cutoff=0.8)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"unknown model {model!r}{hint}; known: {', '.join(known)}; add a "
+            f'[pricing."{model}"] table to jobrunner.toml for a newer one')
 
 
 def _tool_problems(job: Job, where: Any, loaded: Any, servers: Any) -> list[str]:
@@ -128,11 +148,12 @@ def load_job(project: Project, name: str) -> Job:
         spec = JobFile.model_validate(merged)
     except ValidationError as exc:
         fallback = (project.settings_path, project.raw_settings[1])
-        raise ConfigError(located_errors(path, text, exc, JobFile, fallback)) from exc
+        raise ConfigError(in_line_order(located_errors(path, text, exc, JobFile,
+                                                      fallback))) from exc
     job = Job(name=name, path=path, spec=spec)
     problems = _semantic_problems(project, job, text)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(in_line_order(problems))
     return job
 
 

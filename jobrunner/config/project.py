@@ -160,6 +160,10 @@ class Project:
     _env_cache: tuple[tuple[int, ...], dict[str, str]] | None = field(default=None, repr=False)
     _redactor: tuple[tuple[str, ...], Redactor] | None = field(default=None, repr=False)
 
+    # Whether its runs reach the world outside the machine (alert channels, the
+    # OpenTelemetry collector, heartbeat URLs): a dry run's sandbox does not.
+    reaches_out = True
+
     @classmethod
     def discover(cls, home: str | os.PathLike[str] | None = None) -> Project:
         return cls(find_root(home))

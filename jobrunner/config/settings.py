@@ -8,7 +8,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from jobrunner.config.jobfile import JobFile, merge
 from jobrunner.config.mcp import McpServerConfig, ServerName
-from jobrunner.config.validation import Duration, StrictModel, located_errors
+from jobrunner.config.validation import Duration, StrictModel, in_line_order, located_errors
 from jobrunner.errors import ConfigError
 from jobrunner.models.pricing import BUILTIN_PRICES, Price
 
@@ -151,7 +151,8 @@ def load_settings(project: Any) -> Settings:
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(located_errors(project.settings_path, text, exc, Settings)) from exc
+        raise ConfigError(in_line_order(located_errors(project.settings_path, text, exc,
+                                                       Settings))) from exc
     if settings.defaults:
         check_defaults(project, settings.defaults, text)
     return settings

@@ -39,6 +39,9 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:  # noqa: C901 - one TOML
         if header and not _KEY.match(line):
             table = _split_dotted(header.group(1))
             if line.lstrip().startswith("[["):
+                # The array itself is at its first element's header: a misspelt array
+                # name (`[[alerts.channel]]`) is an unknown key located there.
+                lines.setdefault(table, number)
                 index = array_counts.get(table, 0)
                 array_counts[table] = index + 1
                 table = (*table, str(index))

@@ -107,3 +107,17 @@ def located_errors(
                 where = f"{fallback[0]}:{fallback_lines[defaults_loc]}"
         out.append(f"{where}: {key}: {_problem(item, model)}")
     return out
+
+
+def in_line_order(problems: list[str]) -> list[str]:
+    """Located problems sorted as a person reads the file: by file, then line (a
+    problem without a line keeps its place among the file's first)."""
+    def key(problem: str) -> tuple[str, int]:
+        path, _, rest = problem.partition(":")
+        line = rest.split(":", 1)[0]
+        return path, int(line) if line.isdigit() else 0
+
+    order = {}
+    for problem in problems:  # files in the order they came up
+        order.setdefault(key(problem)[0], len(order))
+    return sorted(problems, key=lambda p: (order[key(p)[0]], key(p)[1]))

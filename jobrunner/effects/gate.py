@@ -14,6 +14,7 @@ decision it gets back. The gate applies the tool's policy as the job tightened i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -86,6 +87,10 @@ class CallGate(Protocol):
     def __call__(self, request: CallRequest) -> GateDecision: ...
 
 
+# What builds a run's gate: (project, job, state, run id, now, slot, trace) -> CallGate.
+GateFactory = Callable[..., CallGate]
+
+
 @dataclass
 class LedgerGate:
     """The call gate of one run: ledger, approvals and risk marks."""
@@ -125,15 +130,11 @@ class LedgerGate:
         if entry is not None and entry.status in ("intent", "in_doubt"):
             return self._in_doubt(spec, entry)
         if needs_approval:
-            return self._queue(request, key, "untrusted content entered the session"
-                               if tainted and spec.risk != "high" else f"{spec.name} is high risk")
+            return self.queue(request, key, "untrusted content entered the session"
+                              if tainted and spec.risk != "high" else f"{spec.name} is high risk")
         claim, outcome = ledger.call(
             self.store, key, job=self.job.name, tool=spec.name, args=args, run_id=self.run_id,
-            execute=lambda: dispatch.execute(
-                spec, args, spec.timeout, spec.retries, request.deadline,
-                on_retry=lambda n, o, d: self.trace.emit(
-                    "tool.retry", tool=spec.name, attempt=n, error=o.error,
-                    delay_s=round(d, 2))))
+            execute=lambda: self.execute(request))
         if isinstance(claim, ledger.AlreadyDone):
             return self._already_done(spec, claim.entry)
         if isinstance(claim, ledger.Blocked):
@@ -145,6 +146,15 @@ class LedgerGate:
             outcome.error = (f"{outcome.error}; the outcome is in doubt (it may have acted), "
                              + IN_DOUBT_HINT.format(key=key))
         return Called(outcome)
+
+    def execute(self, request: CallRequest) -> dispatch.CallOutcome:
+        """Make the call itself, between the ledger's intent and its outcome (the seam a
+        dry run replaces with a stand-in)."""
+        spec = request.spec
+        return dispatch.execute(
+            spec, request.args, spec.timeout, spec.retries, request.deadline,
+            on_retry=lambda n, o, d: self.trace.emit(
+                "tool.retry", tool=spec.name, attempt=n, error=o.error, delay_s=round(d, 2)))
 
     def _already_done(self, spec: ToolSpec, entry: Entry) -> Called:
         self.trace.emit("ledger.deduplicated", tool=spec.name, key=entry.key,
@@ -167,7 +177,8 @@ class LedgerGate:
         return Called(dispatch.CallOutcome(ok=False, error=why),
                       stop_reason=StopReason.LEDGER_IN_DOUBT)
 
-    def _queue(self, request: CallRequest, key: str, why: str) -> Queued:
+    def queue(self, request: CallRequest, key: str, why: str) -> Queued:
+        """Queue the call for a person's approval, alert, and say so."""
         from jobrunner.alerts import outbox as alerts
         from jobrunner.effects import approvals
 

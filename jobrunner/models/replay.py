@@ -1,15 +1,21 @@
 """Offline model: plays a recorded script of assistant turns through the same session.
 
-Script format (JSON): {"turns": [{"content": [...blocks...], "stop_reason": "tool_use",
-"usage": {"input_tokens": N, "output_tokens": N}}, ...]}. `jobrunner replay RUN_ID`
-writes one from a recorded run.
+Script format (JSON; every field in README, "Replay scripts"):
+{"description": "...", "turns": [{"content": [...blocks...], "stop_reason": "tool_use",
+"usage": {"input_tokens": N, "output_tokens": N}}, ...]}. A block is
+{"type": "text", "text": "..."} or {"type": "tool_use", "id": "...", "name": "...",
+"input": {...}}. `jobrunner replay RUN_ID` writes one from a recorded run.
+
+The session answers a script as it answers a model: each turn gets what a live model
+would get back (tool results, the reminder to call `update_memory` before `finish`, ...),
+and the next turn is played whatever that answer was.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -17,42 +23,113 @@ from jobrunner.errors import ConfigError
 from jobrunner.models import ModelError, ModelRequest, ModelTurn
 from jobrunner.models.pricing import Usage
 
+STOP_REASONS = ("end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal",
+                "model_context_window_exceeded")
+
 
 class ReplayUsage(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
+    input_tokens: int = Field(0, ge=0)
+    output_tokens: int = Field(0, ge=0)
+    cache_creation_input_tokens: int = Field(0, ge=0)
+    cache_read_input_tokens: int = Field(0, ge=0)
+
+
+class TextBlock(BaseModel):
+    model_config = ConfigDict(extra="allow")  # a recorded block may carry citations
+    type: Literal["text"]
+    text: str
+
+
+class ToolUseBlock(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["tool_use"]
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: dict[str, Any]
+
+
+class ThinkingBlock(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["thinking", "redacted_thinking"]
+
+
+BLOCKS = {"text": TextBlock, "tool_use": ToolUseBlock, "thinking": ThinkingBlock,
+          "redacted_thinking": ThinkingBlock}
 
 
 class ReplayTurn(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Plain dicts: the blocks are played back as recorded (see `block_problems`).
     content: list[dict[str, Any]]
-    stop_reason: str = "end_turn"
+    stop_reason: Literal[STOP_REASONS] = "end_turn"  # type: ignore[valid-type]
     usage: ReplayUsage = Field(default_factory=ReplayUsage)
 
 
 class ReplayScript(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
-    turns: list[ReplayTurn]
+    turns: list[ReplayTurn] = Field(min_length=1)
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required key is missing"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def block_problems(raw: Any) -> list[tuple[tuple[str, ...], str]]:
+    """Each content block of a script (as read, valid or not otherwise) of a kind the
+    session reads, with the fields it needs."""
+    problems = []
+    turns = raw.get("turns") if isinstance(raw, dict) else None
+    for t, turn in enumerate(turns if isinstance(turns, list) else []):
+        content = turn.get("content") if isinstance(turn, dict) else None
+        for b, block in enumerate(content if isinstance(content, list) else []):
+            where = ("turns", str(t), "content", str(b))
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind not in BLOCKS:
+                problems.append(((*where, "type"), f"one of {', '.join(BLOCKS)} (got {kind!r})"))
+                continue
+            try:
+                BLOCKS[kind].model_validate(block)
+            except ValidationError as exc:
+                problems += [((*where, *map(str, e["loc"])), _message(e)) for e in exc.errors()]
+    return problems
+
+
+def _located(path: Path, text: str, problems: list[tuple[tuple[str, ...], str]]) -> list[str]:
+    """Each problem of a script as `FILE:LINE: key: problem`, in line order."""
+    from jobrunner.config.jsonpos import line_of, value_lines
+
+    lines = value_lines(text)
+    out = sorted(((line_of(lines, loc), ".".join(loc) or "(file)", why)
+                  for loc, why in problems), key=lambda o: o[0])
+    return [f"{path}:{line}: {key}: {why}" for line, key, why in out]
 
 
 def load_script(path: Path) -> ReplayScript:
     """Read and validate a replay script; errors are located ConfigErrors."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ConfigError(f"{path}:1: cannot read replay script: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}:1: replay script is not UTF-8 text") from exc
+    try:
+        raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: replay script is not JSON: {exc.msg}") from exc
+    problems = block_problems(raw)
     try:
-        return ReplayScript.model_validate(raw)
+        script = ReplayScript.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}:1: {key}: {first['msg']}") from exc
+        problems += [(tuple(map(str, e["loc"])), _message(e)) for e in exc.errors()]
+    if problems:
+        raise ConfigError(_located(path, text, problems))
+    return script
 
 
 class ReplayClient:

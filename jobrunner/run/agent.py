@@ -129,7 +129,8 @@ def _converse(run: RunContext, agent: _Agent, tools: dict[str, Any], client: Any
         price=price, trace=trace, redactor=store.redactor, started_monotonic=agent.started,
         now=run.now, slot=run.slot,
         spent_today_usd=store.cost_since(job.name, day_start(job, run.now)),
-        gate=LedgerGate(project, job, store, run.run_id, run.now, run.slot, trace))
+        gate=(run.gate or LedgerGate)(project, job, store, run.run_id, run.now, run.slot,
+                                      trace))
     try:
         ending = session.run()
     except Terminated as stop:

@@ -32,7 +32,22 @@ from jobrunner.tools import dispatch
 from jobrunner.tools.api import ToolSpec
 
 MAX_MEMORY_REWRITES = 3
+# How much of each tool result the trace keeps, so `show` can say what a tool returned:
+# enough to recognise it, bounded, never the whole of a large or private result.
+RESULT_EXCERPT = 300
 Answer = tuple[dict[str, Any], Stop | None]
+
+
+def _excerpt(data: Any, redactor: Redactor) -> tuple[int, str, bool]:
+    """A tool result's size as text, its first RESULT_EXCERPT characters and whether it
+    was cut. The excerpt is redacted before it is cut (a secret cut in two would escape
+    the mask): redacting a prefix many times its length is enough for any secret that
+    starts in the excerpt, and bounds the cost for a large result."""
+    text = data if isinstance(data, str) else json.dumps(data, default=str,
+                                                          ensure_ascii=False)
+    masked = redactor.text(text[: RESULT_EXCERPT * 16])
+    return len(text), masked[:RESULT_EXCERPT], len(masked) > RESULT_EXCERPT \
+        or len(text) > RESULT_EXCERPT * 16
 
 
 @dataclass
@@ -96,10 +111,12 @@ class Calls:
                 on_retry=lambda n, o, d: self.trace.emit(
                     "tool.retry", tool=name, attempt=n, error=o.error,
                     delay_s=round(d, 2))), False
+        size, excerpt, cut = _excerpt(outcome.data, self.redactor) if outcome.ok \
+            else (None, None, False)
         self.trace.emit(
             "tool.result", step=tally.steps, tool=name, ok=outcome.ok, error=outcome.error,
             attempts=outcome.attempts, duration_s=round(outcome.duration, 3),
-            data_chars=len(json.dumps(outcome.data, default=str)) if outcome.ok else None)
+            data_chars=size, excerpt=excerpt, excerpt_cut=cut)
         if not outcome.ok:
             tally.actions.append(Action(tally.steps, name, args, "failed", outcome.error or ""))
             stop = self._failure(name, outcome)
@@ -175,7 +192,8 @@ class Calls:
     def _queued(self, block: dict[str, Any], spec: ToolSpec, args: dict[str, Any],
                 queued: Queued) -> Answer:
         tally = self.tally
-        tally.actions.append(Action(tally.steps, spec.name, args, "queued", queued.note))
+        tally.actions.append(Action(tally.steps, spec.name, args, "queued", queued.note,
+                                    approval_id=queued.approval_id))
         self.trace.emit("tool.queued", step=tally.steps, tool=spec.name, input=args,
                         approval_id=queued.approval_id)
         tally.needs_approval = True

@@ -22,6 +22,7 @@ from jobrunner.state.records import RunRecord
 if TYPE_CHECKING:
     from jobrunner.config.jobfile import Job
     from jobrunner.config.project import Project
+    from jobrunner.effects.gate import GateFactory
     from jobrunner.run.heartbeat import Pinger
     from jobrunner.run.tally import Tally
     from jobrunner.state import State
@@ -123,6 +124,7 @@ class RunContext:
     now: datetime
     trace: Trace | None = None  # once the run is recorded `running`
     pinger: Pinger | None = None
+    gate: GateFactory | None = None  # builds the session's call gate (runner's default)
 
     @property
     def started(self) -> bool:

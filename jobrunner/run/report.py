@@ -21,9 +21,18 @@ def report_for(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> str
         return ending.detail
     if ending.status == Status.COMPLETED:
         marked = [a for a in ending.tally.actions if a.detail == "medium risk"]
-        return "medium-risk actions: " + "; ".join(
-            f"step {a.step}: {a.tool}: {a.outcome}" for a in marked) if marked else ""
+        lines = ["medium-risk actions: " + "; ".join(
+            f"step {a.step}: {a.tool}: {a.outcome}" for a in marked)] if marked else []
+        return "\n".join([*lines, *_waiting(ending)])
     return build_report(job, run_id, ending, redactor)
+
+
+def _waiting(ending: Ending) -> list[str]:
+    """The command that decides each call the run queued for a person."""
+    assert ending.tally is not None
+    return [f"  waiting: jobrunner approve {approval}   (runs it once; or jobrunner reject "
+            f"{approval})" for approval in
+            dict.fromkeys(a.approval_id for a in ending.tally.actions if a.approval_id)]
 
 
 def build_report(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> str:
@@ -55,6 +64,7 @@ def build_report(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> s
         # The partial output: what the model last said before the run was stopped.
         text = " ".join(tally.last_text.split())
         lines.append(f"  model's last words: {text[:400]}{'...' if len(text) > 400 else ''}")
+    lines.extend(_waiting(ending))
     lines.append(f"  spent: {tally.steps} steps, {tally.tool_calls} tool calls, "
                  f"{tally.usage.prompt_tokens} input / {tally.usage.output_tokens} output "
                  f"tokens, ${tally.cost_usd:.4f}")

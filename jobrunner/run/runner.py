@@ -17,6 +17,7 @@ from jobrunner.clock import iso, utcnow
 from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import environment_problems, load_job
 from jobrunner.config.project import Project
+from jobrunner.effects.gate import GateFactory, LedgerGate
 from jobrunner.events import Status, StopReason
 from jobrunner.locks.file import (
     Acquired,
@@ -42,19 +43,25 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def run_job(project: Project, name: str, trigger: str = "manual",
-            slot: datetime | None = None, now: datetime | None = None) -> RunOutcome:
+            slot: datetime | None = None, now: datetime | None = None,
+            run_id: str | None = None, model: str | None = None,
+            gate: GateFactory = LedgerGate) -> RunOutcome:
     """Run one session of job `name` now, under its lock. Raises ConfigError (nothing run
     or written) for a bad job or a missing key; every other outcome is recorded and
-    returned."""
+    returned. `run_id` is the id to record it under (default: a new one), for a caller
+    that follows the run's trace while it runs. `jobrunner test` gives `model` (a replay
+    script instead of the job's own) and its `gate`."""
     from jobrunner.memory.format import refuse_symlinks
 
     job = load_job(project, name)
+    if model is not None:
+        job = job.with_model(model)
     missing = environment_problems(project, job)
     if missing:  # an operator's problem: nothing is recorded, paused or learned from it
         raise errors.ConfigError(missing)
     refuse_symlinks(project.memory_dir, job.agent)  # like a bad job file: before anything
-    run = RunContext(project, job, _did_not_start(job, project.store), new_run_id(now),
-                     trigger, slot, now or utcnow())
+    run = RunContext(project, job, _did_not_start(job, project.store),
+                     run_id or new_run_id(now), trigger, slot, now or utcnow(), gate=gate)
     refused = _refusal(run)
     if refused is not None:
         return conclude(run, refused)
@@ -269,6 +276,7 @@ def _start(run: RunContext) -> None:
     run.trace = Trace(run.store, run.run_id)
     run.trace.emit("run.start", job=job.name, agent=job.agent, trigger=run.trigger,
                    slot=iso(run.slot), model=job.spec.model, pid=os.getpid())
-    run.pinger = Pinger(job.spec.heartbeat_url, run.trace)
+    run.pinger = Pinger(job.spec.heartbeat_url if run.project.reaches_out else "", run.trace)
     run.pinger.start()
+
 

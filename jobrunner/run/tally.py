@@ -21,6 +21,7 @@ class Action:
     args: dict[str, Any]
     outcome: str  # ok, failed, invalid, not_executed, queued, deduplicated
     detail: str = ""
+    approval_id: str = ""  # a queued call's approval (a person approves or rejects it)
 
 
 @dataclass

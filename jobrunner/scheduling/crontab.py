@@ -174,3 +174,29 @@ def update(project: Project, block: str | None) -> bool:
         return False
     write_crontab(wanted)
     return True
+
+
+def installed_block(project: Project, crontab: str) -> str | None:
+    """This project's block as the crontab holds it (None: not installed)."""
+    begin, end = markers(project)
+    lines = crontab.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.rstrip("\r\n") == begin]
+    if not starts:
+        return None
+    block = []
+    for line in lines[starts[0]:]:
+        block.append(line)
+        if line.rstrip("\r\n") == end:
+            break
+    return "".join(block)
+
+
+def cron_running() -> bool:
+    """Whether a cron daemon (`cron`, `crond`) runs on this host (Linux: by /proc)."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in ("cron", "crond"):
+                return True
+        except OSError:
+            continue  # the process ended while we looked
+    return False

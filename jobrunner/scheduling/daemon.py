@@ -33,8 +33,9 @@ from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import load_all
 from jobrunner.config.project import Project
 from jobrunner.config.schedule import Schedule, format_local
-from jobrunner.locks.file import Busy, RunLock
+from jobrunner.locks.file import Busy, held_by_live_run
 from jobrunner.scheduling.due import jobrunner_command, run_command
+from jobrunner.scheduling.presence import daemon_lock
 
 
 class ScheduleTrigger(BaseTrigger):
@@ -237,8 +238,10 @@ class Daemon:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
-        held = RunLock(self.project.state_dir, "daemon")
+        held = daemon_lock(self.project)
         got = held.try_acquire()
+        if isinstance(got, Busy) and not held_by_live_run(got.holder):
+            got = held.try_acquire(timeout=1.0)  # `status` testing it for an instant
         if isinstance(got, Busy):
             holder = got.holder or {}
             raise DaemonBusy(f"a daemon already runs this project (pid {holder.get('pid')} on "
