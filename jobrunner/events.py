@@ -42,6 +42,7 @@ class ModelErrorKind(StrEnum):
     TOO_LARGE = "too_large"
     CONFLICT = "conflict"
     CLIENT = "client"  # another 4xx
+    IDLE_TIMEOUT = "idle_timeout"  # a streamed reply stopped arriving (model_idle_timeout)
     DEADLINE = "deadline"  # the run's time ran out before or during the call
     REPLAY_EXHAUSTED = "replay_exhausted"
 

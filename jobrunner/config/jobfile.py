@@ -32,6 +32,8 @@ class Limits(StrictModel):
     max_invalid_calls: int = Field(2, ge=0)
     max_seconds: Duration = 300.0
     model_timeout: Duration = 300.0  # one model call; never longer than the run's time left
+    # Stream model replies and cut one that stops arriving for this long (0: off).
+    model_idle_timeout: Duration = 0.0
     max_input_tokens: int = Field(200_000, ge=1)
     max_output_tokens: int = Field(20_000, ge=1)
     max_tokens_per_call: int = Field(4096, ge=1)

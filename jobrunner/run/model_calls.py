@@ -61,15 +61,20 @@ class ModelCalls:
             # Bounded by wall-clock time, not per read: see request_within.
             result = request_within(self.client, ModelRequest(
                 model=self.job.spec.model, system=system, messages=sent, tools=tools,
-                max_tokens=max_tokens, timeout=timeout))
+                max_tokens=max_tokens, timeout=timeout,
+                idle_timeout=limits.model_idle_timeout or None))
             duration = round(time.monotonic() - started, 3)
             if isinstance(result, ModelTurn):
                 self._account(result, duration)
                 return result
+            cut = self.redactor.text(result.extra.get("partial_text") or "")
+            if cut:
+                self.tally.cut_text = cut  # kept for the report should no reply come whole
             self.trace.emit("model.error", step=self.tally.steps + 1, attempt=attempt,
                             kind=result.kind, status=result.status, message=result.message,
                             retryable=result.retryable, retry_after=result.retry_after,
-                            request_id=result.request_id, duration_s=duration)
+                            request_id=result.request_id, duration_s=duration,
+                            partial_text=cut or None)
             if not result.retryable:
                 return result
             if attempt > limits.max_model_retries:
@@ -103,6 +108,7 @@ class ModelCalls:
                                     usage.prompt_tokens / tally.last_estimate)
         call_cost = cost_usd(self.price, usage)
         tally.cost_usd += call_cost
+        tally.cut_text = ""
         texts = [b.get("text", "") for b in turn.content if b.get("type") == "text"]
         if any(texts):
             # Kept as the run's partial output when a limit ends it before `finish`.

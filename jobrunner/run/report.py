@@ -55,6 +55,10 @@ def build_report(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> s
         # The partial output: what the model last said before the run was stopped.
         text = " ".join(tally.last_text.split())
         lines.append(f"  model's last words: {text[:400]}{'...' if len(text) > 400 else ''}")
+    if tally.cut_text:
+        # A reply that stopped arriving: what it had said when it was cut.
+        text = " ".join(tally.cut_text.split())
+        lines.append(f"  cut-off reply: {text[:400]}{'...' if len(text) > 400 else ''}")
     lines.append(f"  spent: {tally.steps} steps, {tally.tool_calls} tool calls, "
                  f"{tally.usage.prompt_tokens} input / {tally.usage.output_tokens} output "
                  f"tokens, ${tally.cost_usd:.4f}")

@@ -44,6 +44,7 @@ class Tally:
     untrusted: bool = False  # content from outside (http_get, ...) entered the session
     needs_approval: bool = False  # a call was queued for a person
     last_text: str = ""  # the model's last words (the partial output of a stopped run)
+    cut_text: str = ""  # what a reply cut off mid-stream had said, until a reply comes whole
     # How far the API's token counts ran above our estimate (never below 1): worst-case
     # checks scale the next request's estimate by it, so a cost limit cannot be overrun.
     token_ratio: float = 1.0
