@@ -73,6 +73,7 @@ class StopReason(StrEnum):
     MAX_INVALID_CALLS = "max_invalid_calls"
     LOOP = "loop"
     STALLED = "stalled"
+    SEMANTIC_GATE = "semantic_gate"  # the gate's model judged a step off the job's intent
     MAX_STEPS = "max_steps"
     MAX_TOOL_CALLS = "max_tool_calls"
     MAX_SECONDS = "max_seconds"

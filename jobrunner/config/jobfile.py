@@ -15,6 +15,8 @@ from pydantic import Field, field_validator
 from jobrunner.config.validation import JOB_NAME, Duration, StrictModel
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
+# Where each helper model is named in a job file.
+HELPER_KEYS = {"gate": "gate.model", "summary": "limits.summarize_with"}
 
 
 def _system_timezone() -> str:
@@ -66,6 +68,18 @@ class ToolPolicy(StrictModel):
     after_untrusted: Literal["run", "approve"] = "run"
 
 
+class GatePolicy(StrictModel):
+    """`[gate]`: a cheap model asked "does this match the job's intent?" before each
+    consequential tool call and before `finish`; FAIL stops the run."""
+
+    model: str = Field(min_length=1)  # any priced model, or replay:PATH
+    before: list[Literal["low", "medium", "high"]] = Field(
+        default_factory=lambda: ["medium", "high"])  # risk tiers checked before they run
+    finish: bool = True  # also check the final summary against the prompt
+    max_tokens: int = Field(256, ge=16, le=4096)  # the gate's reply allowance
+    excerpt_chars: int = Field(6000, ge=200, le=200_000)  # of what the run established
+
+
 class AlertRouting(StrictModel):
     events: list[str] = Field(default_factory=lambda: ["*"])
 
@@ -91,6 +105,7 @@ class JobFile(StrictModel):
     memory: MemoryPolicy = Field(default_factory=MemoryPolicy)
     tool: dict[str, ToolPolicy] = Field(default_factory=dict)
     alerts: AlertRouting = Field(default_factory=AlertRouting)
+    gate: GatePolicy | None = None  # off unless the job (or [defaults]) has a [gate] table
 
     @field_validator("timezone")
     @classmethod
@@ -143,6 +158,18 @@ class Job:
     @property
     def limits(self) -> Limits:
         return self.spec.limits
+
+    def helper_models(self) -> dict[str, str]:
+        """The models that help this job's runs, by purpose (`gate`, `summary`)."""
+        found = {}
+        if self.spec.gate is not None:
+            found["gate"] = self.spec.gate.model
+        return found
+
+    def models(self) -> list[tuple[str, str]]:
+        """(key, model) of every model the job calls: its agent's, then its helpers'."""
+        return [("model", self.spec.model),
+                *((HELPER_KEYS[p], m) for p, m in self.helper_models().items())]
 
     def schedule(self):
         from jobrunner.config.schedule import parse_schedule

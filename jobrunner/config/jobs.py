@@ -34,17 +34,22 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     loaded = tool_set(project)
     problems += _tool_problems(job, where, loaded)
     problems.extend(_policy_problems(job, where, loaded.tools))
-    if spec.model.startswith("replay:"):
-        script = project.root / spec.model.removeprefix("replay:")
-        if not script.is_file():
-            problems.append(f"{where('model')}: model: replay script {script} does not exist")
-    elif spec.model not in project.settings.prices():
-        problems.append(
-            f"{where('model')}: model: unknown model {spec.model!r} (known: "
-            f"{', '.join(sorted(project.settings.prices()))}; add a [pricing.\"{spec.model}\"] "
-            "table to jobrunner.toml for a newer one)"
-        )
+    for key, model in job.models():
+        problems.extend(_model_problems(project, where(*key.split(".")), key, model))
     return problems
+
+
+def _model_problems(project: Project, where: str, key: str, model: str) -> list[str]:
+    """A model is a replay script that exists, or one with a price."""
+    if model.startswith("replay:"):
+        script = project.root / model.removeprefix("replay:")
+        return [] if script.is_file() else \
+            [f"{where}: {key}: replay script {script} does not exist"]
+    if model in project.settings.prices():
+        return []
+    return [f"{where}: {key}: unknown model {model!r} (known: "
+            f"{', '.join(sorted(project.settings.prices()))}; add a [pricing.\"{model}\"] "
+            "table to jobrunner.toml for a newer one)"]
 
 
 def _tool_problems(job: Job, where: Any, loaded: Any) -> list[str]:
@@ -122,18 +127,20 @@ def environment_problems(project: Project, job: Job) -> list[str]:
     import os
 
     project.load_env()
-    if job.spec.model.startswith("replay:"):
+    remote = [(k, m) for k, m in job.models() if not m.startswith("replay:")]
+    if not remote:
         return []
     if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
         return []
     from jobrunner.config.tomlpos import key_lines, line_of
 
+    key, model = remote[0]
     try:
         text = job.path.read_text(encoding="utf-8")
-        line = line_of(key_lines(text), ("model",))
+        line = line_of(key_lines(text), tuple(key.split(".")))
     except (OSError, UnicodeDecodeError):
         line = 1
-    return [f"{job.path}:{line}: model: {job.spec.model} {NO_KEY}"]
+    return [f"{job.path}:{line}: {key}: {model} {NO_KEY}"]
 
 
 def load_all(project: Project) -> tuple[list[Job], list[str]]:

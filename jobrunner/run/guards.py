@@ -50,10 +50,15 @@ def before_model_call(
     request_tokens: int,
     remaining_seconds: float,
     spent_today_usd: float,
+    *,
+    step: bool = True,
+    cap: int | None = None,
 ) -> Go | Stop:
     """Steps, time, tokens and money, checked against the worst case of the next call:
-    `request_tokens` as the request stands, and the whole reply allowance spent."""
-    if tally.steps >= limits.max_steps:
+    `request_tokens` as the request stands, and the whole reply allowance spent. A helper
+    model's call (the semantic gate, a summary) is no step (`step=False`) and may cap its
+    own reply (`cap`); its price is its model's."""
+    if step and tally.steps >= limits.max_steps:
         return Stop(Status.LIMIT, "max_steps", f"reached max_steps ({limits.max_steps})")
     if remaining_seconds <= 1:
         return Stop(Status.LIMIT, "max_seconds", f"reached max_seconds ({limits.max_seconds:g}s)")
@@ -64,7 +69,7 @@ def before_model_call(
             f"the next call (~{request_tokens} input tokens) would pass max_input_tokens "
             f"({limits.max_input_tokens}; {used_input} used)",
         )
-    max_tokens = min(limits.max_tokens_per_call,
+    max_tokens = min(limits.max_tokens_per_call, cap or limits.max_tokens_per_call,
                      limits.max_output_tokens - tally.usage.output_tokens)
     if max_tokens < 1:
         return Stop(Status.LIMIT, "max_output_tokens",

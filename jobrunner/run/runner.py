@@ -251,6 +251,7 @@ def _session(run: RunContext) -> Ending:
     rewrite; whatever interrupts it becomes its Ending (Ctrl-C is recorded, then raised)."""
     from jobrunner.models import client_for
     from jobrunner.models.pricing import REPLAY_PRICE
+    from jobrunner.run.model_calls import Helper
     from jobrunner.tools.registry import job_tools
 
     project, job = run.project, run.job
@@ -258,10 +259,14 @@ def _session(run: RunContext) -> Ending:
     # anything is recorded: exit 2 writes nothing. Tool files were loaded by load_job.
     tools = job_tools(project, job)
     client = client_for(job.spec.model, project.root)
-    price = project.settings.prices().get(job.spec.model, REPLAY_PRICE)
+    prices = project.settings.prices()
+    price = prices.get(job.spec.model, REPLAY_PRICE)
+    helpers = {purpose: Helper(purpose, model, client_for(model, project.root),
+                               prices.get(model, REPLAY_PRICE))
+               for purpose, model in job.helper_models().items()}
     _start(run)
     try:
-        return _with_agent(run, tools, client, price)
+        return _with_agent(run, tools, client, price, helpers)
     except Terminated as stop:
         return Ending(Status.ABORTED, stop.reason, stop.detail)
     except errors.StateError as exc:  # the state disk refused a write mid-run
@@ -300,7 +305,8 @@ def _start(run: RunContext) -> None:
     run.pinger.start()
 
 
-def _with_agent(run: RunContext, tools: Any, client: Any, price: Any) -> Ending:
+def _with_agent(run: RunContext, tools: Any, client: Any, price: Any,
+                helpers: dict[str, Any]) -> Ending:
     """The session, holding the agent's lock, from its memory to its memory's rewrite."""
     from jobrunner.effects import ledger
     from jobrunner.effects.gate import LedgerGate
@@ -341,7 +347,8 @@ def _with_agent(run: RunContext, tools: Any, client: Any, price: Any) -> Ending:
             price=price, trace=trace, redactor=store.redactor, started_monotonic=started,
             now=run.now, slot=run.slot,
             spent_today_usd=store.cost_since(job.name, day_start(job, run.now)),
-            gate=LedgerGate(project, job, store, run.run_id, run.now, run.slot, trace))
+            gate=LedgerGate(project, job, store, run.run_id, run.now, run.slot, trace),
+            helpers=helpers)
         try:
             ending = session.run()
         except Terminated as stop:

@@ -23,8 +23,9 @@ from jobrunner.models.pricing import Price
 from jobrunner.redact import Redactor
 from jobrunner.run import guards, prompt
 from jobrunner.run.calls import Calls
-from jobrunner.run.model_calls import ModelCalls
+from jobrunner.run.model_calls import Helper, ModelCalls
 from jobrunner.run.outcome import Ending
+from jobrunner.run.semantic_gate import SemanticGate
 from jobrunner.run.tally import Tally
 from jobrunner.state.traces import Trace
 from jobrunner.tools.api import ToolSpec
@@ -47,6 +48,7 @@ class Session:
     slot: datetime | None = None
     spent_today_usd: float = 0.0
     gate: CallGate | None = None
+    helpers: dict[str, Helper] = field(default_factory=dict)  # by purpose: gate, summary
     tally: Tally = field(default_factory=Tally)
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -55,8 +57,14 @@ class Session:
         deadline = self.started_monotonic + self.job.limits.max_seconds
         self.model = ModelCalls(self.client, self.job, self.price, self.trace, self.redactor,
                                 self.tally, deadline)
+        semantic = None
+        if self.job.spec.gate is not None and "gate" in self.helpers:
+            semantic = SemanticGate(
+                self.job.spec.gate, self.job,
+                ModelCalls.of_helper(self.helpers["gate"], self.model), self.nonce,
+                self.spent_today_usd, lambda: self.messages)
         self.calls = Calls(self.job, self.tools, self.memory, self.tally, self.trace,
-                           self.redactor, self.nonce, deadline, self.gate)
+                           self.redactor, self.nonce, deadline, self.gate, semantic)
 
     def run(self) -> Ending:
         job, tally = self.job, self.tally

@@ -49,3 +49,7 @@ class Tally:
     # checks scale the next request's estimate by it, so a cost limit cannot be overrun.
     token_ratio: float = 1.0
     last_estimate: int = 0
+    # Calls and cost of the helper models (the semantic gate, summaries), by purpose; their
+    # tokens and cost are in `usage` and `cost_usd` too.
+    helper_calls: dict[str, int] = field(default_factory=dict)
+    helper_cost_usd: dict[str, float] = field(default_factory=dict)
