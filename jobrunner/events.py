@@ -99,6 +99,7 @@ class AlertEvent(StrEnum):
     RUN_FAILED = "run.failed"
     RUN_LIMIT = "run.limit"
     RUN_CRASHED = "run.crashed"
+    RUN_COMPENSATION_FAILED = "run.compensation_failed"  # an undo failed: a person must act
     LOCK_STALE = "lock.stale"
     JOB_PAUSED = "job.paused"
     JOB_MISSED = "job.missed"

@@ -98,6 +98,8 @@ class JobFile(StrictModel):
     jitter: Duration = 0.0
     approval_ttl: Duration = 86400.0
     continue_after_approval: bool = False
+    # Undo the run's compensable side effects when it ends aborted, failed or at a limit.
+    compensate_on_abort: bool = True
     heartbeat_url: str = ""
     prompt: str = Field(min_length=1)
     limits: Limits = Field(default_factory=Limits)

@@ -34,6 +34,7 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     loaded = tool_set(project)
     problems += _tool_problems(job, where, loaded)
     problems.extend(_policy_problems(job, where, loaded.tools))
+    problems.extend(_compensation_problems(job, where, loaded.tools))
     for key, model in job.models():
         problems.extend(_model_problems(project, where(*key.split(".")), key, model))
     return problems
@@ -70,6 +71,28 @@ def _tool_problems(job: Job, where: Any, loaded: Any) -> list[str]:
         if name not in job.spec.tools:
             problems.append(
                 f"{where('tool', name)}: tool.{name}: policy for a tool the job does not list")
+    return problems
+
+
+def _compensation_problems(job: Job, where: Any, tools: dict[str, Any]) -> list[str]:
+    """Each compensation a listed tool declares is a registered tool that takes the
+    original call's `args` and `result`."""
+    import inspect
+
+    problems = []
+    for name in job.spec.tools:
+        undo = getattr(tools.get(name), "compensate", None)
+        if undo is None:
+            continue
+        if undo not in tools:
+            problems.append(f"{where('tools')}: tools: {name} declares compensate={undo!r}, "
+                            "which is not a registered tool")
+            continue
+        params = inspect.signature(tools[undo].fn).parameters
+        missing = [p for p in ("args", "result") if p not in params]
+        if missing:
+            problems.append(f"{where('tools')}: tools: {undo}, the compensation of {name}, "
+                            f"must take `args` and `result` (it lacks {', '.join(missing)})")
     return problems
 
 

@@ -60,6 +60,7 @@ class Called:
     outcome: dispatch.CallOutcome
     deduplicated: bool = False  # the recorded result of an earlier call, not a new one
     stop_reason: str | None = None  # a failure with a more precise reason (in doubt)
+    key: str | None = None  # the ledger key the call was made under
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ class LedgerGate:
         if not outcome.ok and claim.entry.status == "in_doubt":
             outcome.error = (f"{outcome.error}; the outcome is in doubt (it may have acted), "
                              + IN_DOUBT_HINT.format(key=key))
-        return Called(outcome)
+        return Called(outcome, key=key)
 
     def _already_done(self, spec: ToolSpec, entry: Entry) -> Called:
         self.trace.emit("ledger.deduplicated", tool=spec.name, key=entry.key,

@@ -27,7 +27,7 @@ from jobrunner.run import guards
 from jobrunner.run.guards import Stop
 from jobrunner.run.prompt import FinishArgs, session_tool_definitions, wrap_output
 from jobrunner.run.semantic_gate import SemanticGate
-from jobrunner.run.tally import Action, Tally
+from jobrunner.run.tally import Action, Effect, Tally
 from jobrunner.state.traces import Trace
 from jobrunner.tools import dispatch
 from jobrunner.tools.api import ToolSpec
@@ -123,6 +123,10 @@ class Calls:
                                 error=True), stop
         if spec.untrusted_output:
             tally.untrusted = True
+        if (spec.side_effect or spec.compensate) and not deduplicated:
+            tally.effects.append(Effect(
+                tally.steps, name, args, outcome.data,
+                decision.key if isinstance(decision, Called) else None, spec.compensate))
         tally.actions.append(Action(tally.steps, name, args,
                                     "deduplicated" if deduplicated else "ok",
                                     "medium risk" if spec.risk == "medium" else ""))

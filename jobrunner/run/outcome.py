@@ -22,8 +22,9 @@ from jobrunner.state.records import RunRecord
 if TYPE_CHECKING:
     from jobrunner.config.jobfile import Job
     from jobrunner.config.project import Project
+    from jobrunner.run.compensation import Undo
     from jobrunner.run.heartbeat import Pinger
-    from jobrunner.run.tally import Tally
+    from jobrunner.run.tally import Effect, Tally
     from jobrunner.state import State
     from jobrunner.state.traces import Trace
 
@@ -69,6 +70,10 @@ class Ending:
     # Also said on stderr, even when the run completed: what went wrong keeping the run's
     # record (a memory or trace the disk refused).
     problems: list[str] = field(default_factory=list)
+    # Compensation (run/compensation.py): the side effects undone, those not, and why not.
+    undone: list[Undo] = field(default_factory=list)
+    not_undone: list[Effect] = field(default_factory=list)
+    undo_note: str = ""
 
     def exit_code(self) -> int:
         if self.status == Status.SKIPPED and self.reason in NOT_NOW:
@@ -147,6 +152,7 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
     the trace or the record is reported, never raised: the lock's release record then
     carries the end for the next run to record."""
     from jobrunner.alerts import outbox as alerts
+    from jobrunner.run import compensation
     from jobrunner.run.report import report_for
 
     job, store = run.job, run.store
@@ -187,6 +193,11 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
         alerts.emit(run.project, event, job, run.run_id, first,
                     {"status": ending.status, "stop_reason": ending.reason, "report": report},
                     cause=ending.reason)
+    for undo in compensation.failed(ending):
+        alerts.emit(run.project, AlertEvent.RUN_COMPENSATION_FAILED, job, run.run_id,
+                    f"{job.name}: run {run.run_id}: undoing {undo.effect.tool} (step "
+                    f"{undo.effect.step}) with {undo.tool} failed: {undo.error}; manual "
+                    "intervention required", compensation.alert_details(undo), cause=undo.key)
     if run.started and (refused := _after_run(run, ending)):
         problems.append(refused)
         report = "\n".join([report, refused]).strip()

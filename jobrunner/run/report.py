@@ -62,6 +62,9 @@ def build_report(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> s
         # A reply that stopped arriving: what it had said when it was cut.
         text = " ".join(tally.cut_text.split())
         lines.append(f"  cut-off reply: {text[:400]}{'...' if len(text) > 400 else ''}")
+    from jobrunner.run.compensation import report_lines
+
+    lines += report_lines(ending)
     helpers = "; ".join(f"{HELPER_NAMES.get(p, p)}: {n} call{'s' if n != 1 else ''}, "
                         f"${tally.helper_cost_usd.get(p, 0.0):.4f}"
                         for p, n in tally.helper_calls.items())

@@ -313,6 +313,7 @@ def _with_agent(run: RunContext, tools: Any, client: Any, price: Any,
     from jobrunner.memory import format as mem
     from jobrunner.memory import shared as memory_shared
     from jobrunner.memory import store as memory_store
+    from jobrunner.run import compensation
     from jobrunner.run.report import in_doubt_report
     from jobrunner.run.session import Session
     from jobrunner.tools.api import ToolContext, set_context
@@ -358,6 +359,8 @@ def _with_agent(run: RunContext, tools: Any, client: Any, price: Any,
                             session.tally)
         finally:
             _TERM_ARMED.clear()
+        # Undone before the memory and the record are written: they say what was undone.
+        compensation.settle(job, store, run.run_id, tools, ending, trace)
         stopped = ending.reason in (StopReason.TERMINATED, StopReason.LOCK_LOST)
         update = None if stopped else session.tally.memory_update
         note = memory_store.write_after_run(

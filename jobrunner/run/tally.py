@@ -24,6 +24,19 @@ class Action:
 
 
 @dataclass
+class Effect:
+    """A side effect this run made (not one answered from the ledger): what undoing it
+    needs."""
+
+    step: int
+    tool: str
+    args: dict[str, Any]
+    result: Any  # what the call returned
+    key: str | None  # its ledger key, if it went through the ledger
+    compensate: str | None  # the tool that undoes it, if its tool declares one
+
+
+@dataclass
 class Tally:
     """Everything the session counts while it runs (the guards read it)."""
 
@@ -33,6 +46,7 @@ class Tally:
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
     actions: list[Action] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)  # oldest first
     call_counts: dict[str, int] = field(default_factory=dict)
     memory_update: MemoryUpdate | None = None
     memory_rejections: int = 0
