@@ -43,6 +43,9 @@ class Limits(StrictModel):
     max_cost_usd_per_day: float = Field(2.00, ge=0)
     max_tool_result_chars: int = Field(16_000, ge=100)
     context_tokens: int = Field(60_000, ge=1000)
+    # A cheap model that summarizes old tool results when they are elided ("": plain notes).
+    summarize_with: str = ""
+    summary_tokens: int = Field(400, ge=50, le=4096)  # each summary's reply allowance
 
 
 class LockPolicy(StrictModel):
@@ -166,6 +169,8 @@ class Job:
         found = {}
         if self.spec.gate is not None:
             found["gate"] = self.spec.gate.model
+        if self.spec.limits.summarize_with:
+            found["summary"] = self.spec.limits.summarize_with
         return found
 
     def models(self) -> list[tuple[str, str]]:

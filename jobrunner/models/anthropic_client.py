@@ -163,11 +163,7 @@ class AnthropicClient:
 
     def _request(self, client: Any, request: ModelRequest) -> ModelTurn | ModelError:
         sdk = self._anthropic
-        params: dict[str, Any] = dict(
-            model=request.model, system=request.system, messages=request.messages,
-            tools=request.tools, max_tokens=request.max_tokens)
-        if request.tool_choice is not None:
-            params["tool_choice"] = request.tool_choice
+        params = _params(request)
         try:
             if request.idle_timeout:
                 return self._streamed(client, request, params)
@@ -229,6 +225,19 @@ class AnthropicClient:
         if isinstance(message, ModelError):
             return message
         return turn_from_reply(message, request_id)
+
+
+def _params(request: ModelRequest) -> dict[str, Any]:
+    """The request's keywords for `messages.create`: tools and a tool choice only if set
+    (a helper model's request may have none)."""
+    params: dict[str, Any] = dict(
+        model=request.model, system=request.system, messages=request.messages,
+        max_tokens=request.max_tokens)
+    if request.tools:
+        params["tools"] = request.tools
+    if request.tool_choice is not None:
+        params["tool_choice"] = request.tool_choice
+    return params
 
 
 def _status_error(exc: Any) -> ModelError:

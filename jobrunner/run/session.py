@@ -26,6 +26,7 @@ from jobrunner.run.calls import Calls
 from jobrunner.run.model_calls import Helper, ModelCalls
 from jobrunner.run.outcome import Ending
 from jobrunner.run.semantic_gate import SemanticGate
+from jobrunner.run.summaries import Summaries
 from jobrunner.run.tally import Tally
 from jobrunner.state.traces import Trace
 from jobrunner.tools.api import ToolSpec
@@ -65,6 +66,9 @@ class Session:
                 self.spent_today_usd, lambda: self.messages)
         self.calls = Calls(self.job, self.tools, self.memory, self.tally, self.trace,
                            self.redactor, self.nonce, deadline, self.gate, semantic)
+        self.summaries = Summaries(
+            ModelCalls.of_helper(self.helpers["summary"], self.model), self.nonce,
+            self.redactor, self.spent_today_usd) if "summary" in self.helpers else None
 
     def run(self) -> Ending:
         job, tally = self.job, self.tally
@@ -75,8 +79,10 @@ class Session:
         self.trace.emit("session.start", nonce_set=True, tools=[t["name"] for t in tool_defs],
                         memory_tokens=self.memory.tokens())
         while True:
-            estimate = guards.elide_old_results(self.messages, system, tool_defs, job.limits,
-                                                self.trace)
+            elision = guards.elide_old_results(self.messages, system, tool_defs, job.limits,
+                                               self.trace)
+            estimate = elision.estimate if self.summaries is None else \
+                self.summaries.after_elision(self.messages, elision)
             tally.last_estimate = estimate
             check = guards.before_model_call(
                 job.limits, tally, self.price, math.ceil(estimate * tally.token_ratio),
