@@ -106,6 +106,8 @@ class AlertEvent(StrEnum):
     APPROVAL_PENDING = "approval.pending"
     MEMORY_CONFLICT = "memory.conflict"
     RUN_RECOVERED = "run.recovered"
+    RUN_COST_SPIKE = "run.cost_spike"  # a run cost several times the job's usual
+    JOB_DEGRADED = "job.degraded"  # most of the job's recent runs did not complete
     JOB_INVALID = "job.invalid"
     ALERT_TEST = "alert.test"
 
