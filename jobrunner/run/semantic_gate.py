@@ -89,10 +89,12 @@ class SemanticGate:
         calls, tally, limits = self.calls, self.calls.tally, self.job.limits
         system = [{"type": "text", "text": RULES.format(nonce=self.nonce)}]
         messages = [{"role": "user", "content": self._question(proposal)}]
-        estimate = math.ceil(guards.estimate_request_tokens(system, messages, [VERDICT_TOOL])
-                             * tally.token_ratio)
-        go = guards.before_model_call(limits, tally, calls.price, estimate, calls.remaining(),
-                                      self.spent_today_usd, step=False,
+        # Checked scaled by how far the API's counts ran above estimates; the call is
+        # given the estimate itself, so that ratio keeps learning from it.
+        estimate = guards.estimate_request_tokens(system, messages, [VERDICT_TOOL])
+        go = guards.before_model_call(limits, tally, calls.price,
+                                      math.ceil(estimate * tally.token_ratio),
+                                      calls.remaining(), self.spent_today_usd, step=False,
                                       cap=self.policy.max_tokens)
         if isinstance(go, Stop):  # the check cannot be afforded: neither can the step
             go.detail = f"the semantic gate could not check {subject}: {go.detail}"

@@ -54,10 +54,10 @@ class Summaries:
             nonce=self.nonce, words=max(20, limits.summary_tokens * 3 // 4))}]
         asked = [{"role": "user", "content": self._batch(
             messages, elision, limits.context_tokens * 2, self.nonce)}]
-        estimate = math.ceil(guards.estimate_request_tokens(system, asked, []) *
-                             tally.token_ratio)
-        go = guards.before_model_call(limits, tally, calls.price, estimate, calls.remaining(),
-                                      self.spent_today_usd, step=False,
+        estimate = guards.estimate_request_tokens(system, asked, [])
+        go = guards.before_model_call(limits, tally, calls.price,
+                                      math.ceil(estimate * tally.token_ratio),
+                                      calls.remaining(), self.spent_today_usd, step=False,
                                       cap=limits.summary_tokens)
         if isinstance(go, Stop):
             return self._skipped(elision, f"{go.reason}: {go.detail}")
