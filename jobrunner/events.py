@@ -42,6 +42,7 @@ class ModelErrorKind(StrEnum):
     TOO_LARGE = "too_large"
     CONFLICT = "conflict"
     CLIENT = "client"  # another 4xx
+    IDLE_TIMEOUT = "idle_timeout"  # a streamed reply stopped arriving (model_idle_timeout)
     DEADLINE = "deadline"  # the run's time ran out before or during the call
     REPLAY_EXHAUSTED = "replay_exhausted"
 
@@ -73,6 +74,7 @@ class StopReason(StrEnum):
     MAX_INVALID_CALLS = "max_invalid_calls"
     LOOP = "loop"
     STALLED = "stalled"
+    SEMANTIC_GATE = "semantic_gate"  # the gate's model judged a step off the job's intent
     MAX_STEPS = "max_steps"
     MAX_TOOL_CALLS = "max_tool_calls"
     MAX_SECONDS = "max_seconds"
@@ -98,12 +100,15 @@ class AlertEvent(StrEnum):
     RUN_FAILED = "run.failed"
     RUN_LIMIT = "run.limit"
     RUN_CRASHED = "run.crashed"
+    RUN_COMPENSATION_FAILED = "run.compensation_failed"  # an undo failed: a person must act
     LOCK_STALE = "lock.stale"
     JOB_PAUSED = "job.paused"
     JOB_MISSED = "job.missed"
     APPROVAL_PENDING = "approval.pending"
     MEMORY_CONFLICT = "memory.conflict"
     RUN_RECOVERED = "run.recovered"
+    RUN_COST_SPIKE = "run.cost_spike"  # a run cost several times the job's usual
+    JOB_DEGRADED = "job.degraded"  # most of the job's recent runs did not complete
     JOB_INVALID = "job.invalid"
     ALERT_TEST = "alert.test"
 

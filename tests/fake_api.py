@@ -49,6 +49,14 @@ WELL_FORMED_MESSAGE: dict[str, Any] = {
     "stop_reason": "end_turn", "stop_sequence": None,
     "usage": {"input_tokens": 1, "output_tokens": 1},
 }
+# What a stall fault streams unless given a body: its text comes in two deltas, so a stall
+# after the fourth event (start, ping, block start, first delta) cuts it mid-sentence.
+STALLED_MESSAGE: dict[str, Any] = {
+    **WELL_FORMED_MESSAGE, "id": "msg_fake_stalled",
+    "content": [{"type": "text",
+                 "text": "Monday brought 1,204 signups; next I will email them out"}],
+    "stop_reason": "end_turn",
+}
 # The real API looks for earlier cache hits up to this many blocks before each breakpoint.
 CACHE_LOOKBACK_BLOCKS = 20
 
@@ -147,6 +155,8 @@ def fault(
     body: Any = None,
     trickle: float | None = None,
     trickle_headers: bool = False,
+    stall_after: int | None = None,
+    ping_every: float | None = None,
 ) -> Item:
     """A failure to serve instead of a message.
 
@@ -156,6 +166,10 @@ def fault(
     ``trickle`` sends a well-formed 200 message (or ``body``) at that many bytes per second
     after the headers; ``trickle=0`` sends the headers and then nothing. With
     ``trickle_headers`` the status line and headers are trickled too (at least 1 byte/s).
+    ``stall_after`` answers a streamed request (``stream: true``) with the first that many
+    events of a streamed message (``body``, else ``STALLED_MESSAGE``) and then holds the stream
+    open mid-response, sending nothing more (or only a ``ping`` every ``ping_every`` seconds)
+    until the server stops; a request that did not ask to stream gets the headers, then nothing.
     Otherwise it is an HTTP error (default 500) with the Anthropic error body; ``error_type``
     defaults from the status.
     """
@@ -171,6 +185,8 @@ def fault(
         "body": body,
         "trickle": trickle,
         "trickle_headers": trickle_headers,
+        "stall_after": stall_after,
+        "ping_every": ping_every,
     }
 
 
@@ -195,6 +211,10 @@ def check_item(item: Any) -> Item:
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
                                  or rate < 0):
             raise ValueError("fault 'trickle' must be a number of bytes per second (>= 0)")
+        stall = item.get("stall_after")
+        if stall is not None and (isinstance(stall, bool) or not isinstance(stall, int)
+                                  or stall < 0):
+            raise ValueError("fault 'stall_after' must be a number of events (>= 0)")
     else:
         raise ValueError(f"script item 'kind' must be 'message' or 'fault', got {kind!r}")
     return item
@@ -369,6 +389,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._dribble(payload, rate, stopping)
         except OSError:
             pass  # the client gave up, as a client with a deadline should
+
+    def stall(self, events: bytes, request_id: str, ping_every: float | None,
+              stopping: threading.Event) -> None:
+        """A 200 event stream that sends ``events`` and then holds the connection open
+        mid-response (a ``ping`` now and then with ``ping_every``) until the server stops."""
+        self.close_connection = True
+        head = (
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            f"request-id: {request_id}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        ping = b'event: ping\ndata: {"type": "ping"}\n\n'
+        try:
+            self.wfile.write(head + events)
+            self.wfile.flush()
+            while not stopping.wait(ping_every if ping_every else None):
+                self.wfile.write(ping)
+                self.wfile.flush()
+        except OSError:
+            pass  # the client cut the call, as a client with an idle bound should
 
     def _dribble(self, data: bytes, rate: float, stopping: threading.Event) -> None:
         for i in range(len(data)):
@@ -568,7 +607,7 @@ class FakeMessagesAPI:
                 self._queue.popleft() if self._queue and _is_fault(self._queue[0]) else None
             )
         if head_fault is not None:
-            return self._serve_fault(h, head_fault, request_id)
+            return self._serve_fault(h, head_fault, request_id, body)
 
         problem = self._invalid(record)
         if problem:
@@ -586,7 +625,7 @@ class FakeMessagesAPI:
             except Exception as exc:  # noqa: BLE001 - reported to the client, loudly
                 return error(500, "api_error", f"fake server: responder failed: {exc!r}")
         if _is_fault(item):
-            return self._serve_fault(h, item, request_id)
+            return self._serve_fault(h, item, request_id, body)
         self._serve_message(h, item, body, request_id)
 
     def _authorized(self, headers: dict[str, str]) -> bool:
@@ -595,7 +634,9 @@ class FakeMessagesAPI:
         bearer = auth[7:] if auth[:7].lower() == "bearer " else None
         return self.require_key in (key, bearer)
 
-    def _serve_fault(self, h: _Handler, item: Item, request_id: str) -> None:
+    def _serve_fault(
+        self, h: _Handler, item: Item, request_id: str, body: dict[str, Any]
+    ) -> None:
         delay = item.get("delay")
         if delay:
             # Event.wait rather than sleep so stop() can cut the delay short.
@@ -607,6 +648,12 @@ class FakeMessagesAPI:
             reply = item["body"] if item.get("body") is not None else WELL_FORMED_MESSAGE
             return h.trickle(json.dumps(reply).encode(), request_id, float(item["trickle"]),
                              bool(item.get("trickle_headers")), self._stopping)
+        if item.get("stall_after") is not None:
+            events = b""
+            if body.get("stream") is True:
+                reply = item["body"] if item.get("body") is not None else STALLED_MESSAGE
+                events = b"".join(_sse_events(reply)[: int(item["stall_after"])])
+            return h.stall(events, request_id, item.get("ping_every"), self._stopping)
         if item.get("body") is not None:
             return h.send(200, json.dumps(item["body"]).encode(), request_id, headers=headers)
         if item.get("malformed"):
@@ -800,6 +847,11 @@ def _invalid_messages(messages: Any) -> str | None:
 
 def _sse_body(message: dict[str, Any]) -> bytes:
     """The same message as the event stream the API sends for ``stream: true``."""
+    return b"".join(_sse_events(message))
+
+
+def _sse_events(message: dict[str, Any]) -> list[bytes]:
+    """The events of ``_sse_body``, each encoded as it goes on the wire."""
     usage = message["usage"]
     start_usage = {**usage, "output_tokens": 1}
     events: list[tuple[str, dict[str, Any]]] = [
@@ -856,7 +908,7 @@ def _sse_body(message: dict[str, Any]) -> bytes:
         )
     )
     events.append(("message_stop", {"type": "message_stop"}))
-    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
+    return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
 
 
 # --------------------------------------------------------------------------- CLI

@@ -128,6 +128,15 @@ class StateContract:
         assert state.first_started("job") == "2026-11-22T23:00:00Z"
         assert [r.id for r in state.runs_since("job", since)] == ["r1", "r2", "r3"]
 
+    def test_recent_costs_of_a_status_newest_first(self):
+        state = self.state()
+        for n, (status, cost) in enumerate([("completed", 0.1), ("aborted", 0.9),
+                                            ("completed", 0.2), ("completed", 0.3)]):
+            state.insert_run(run(f"r{n}", status=status, cost_usd=cost,
+                                 started_at=f"2026-11-23T0{n}:00:00Z"))
+        assert state.recent_costs("job", "completed", 10, "r3") == [0.2, 0.1]
+        assert state.recent_costs("job", "completed", 1, "") == [0.3]
+
     # -- pauses ---------------------------------------------------------------------------
 
     def test_a_job_is_paused_once_and_resumed(self):

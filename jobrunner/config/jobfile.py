@@ -15,6 +15,8 @@ from pydantic import Field, field_validator
 from jobrunner.config.validation import JOB_NAME, Duration, StrictModel
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
+# Where each helper model is named in a job file.
+HELPER_KEYS = {"gate": "gate.model", "summary": "limits.summarize_with"}
 
 
 def _system_timezone() -> str:
@@ -32,6 +34,8 @@ class Limits(StrictModel):
     max_invalid_calls: int = Field(2, ge=0)
     max_seconds: Duration = 300.0
     model_timeout: Duration = 300.0  # one model call; never longer than the run's time left
+    # Stream model replies and cut one that stops arriving for this long (0: off).
+    model_idle_timeout: Duration = 0.0
     max_input_tokens: int = Field(200_000, ge=1)
     max_output_tokens: int = Field(20_000, ge=1)
     max_tokens_per_call: int = Field(4096, ge=1)
@@ -39,6 +43,9 @@ class Limits(StrictModel):
     max_cost_usd_per_day: float = Field(2.00, ge=0)
     max_tool_result_chars: int = Field(16_000, ge=100)
     context_tokens: int = Field(60_000, ge=1000)
+    # A cheap model that summarizes old tool results when they are elided ("": plain notes).
+    summarize_with: str = ""
+    summary_tokens: int = Field(400, ge=50, le=4096)  # each summary's reply allowance
 
 
 class LockPolicy(StrictModel):
@@ -64,6 +71,18 @@ class ToolPolicy(StrictModel):
     after_untrusted: Literal["run", "approve"] = "run"
 
 
+class GatePolicy(StrictModel):
+    """`[gate]`: a cheap model asked "does this match the job's intent?" before each
+    consequential tool call and before `finish`; FAIL stops the run."""
+
+    model: str = Field(min_length=1)  # any priced model, or replay:PATH
+    before: list[Literal["low", "medium", "high"]] = Field(
+        default_factory=lambda: ["medium", "high"])  # risk tiers checked before they run
+    finish: bool = True  # also check the final summary against the prompt
+    max_tokens: int = Field(256, ge=16, le=4096)  # the gate's reply allowance
+    excerpt_chars: int = Field(6000, ge=200, le=200_000)  # of what the run established
+
+
 class AlertRouting(StrictModel):
     events: list[str] = Field(default_factory=lambda: ["*"])
 
@@ -82,6 +101,8 @@ class JobFile(StrictModel):
     jitter: Duration = 0.0
     approval_ttl: Duration = 86400.0
     continue_after_approval: bool = False
+    # Undo the run's compensable side effects when it ends aborted, failed or at a limit.
+    compensate_on_abort: bool = True
     heartbeat_url: str = ""
     prompt: str = Field(min_length=1)
     limits: Limits = Field(default_factory=Limits)
@@ -89,6 +110,7 @@ class JobFile(StrictModel):
     memory: MemoryPolicy = Field(default_factory=MemoryPolicy)
     tool: dict[str, ToolPolicy] = Field(default_factory=dict)
     alerts: AlertRouting = Field(default_factory=AlertRouting)
+    gate: GatePolicy | None = None  # off unless the job (or [defaults]) has a [gate] table
 
     @field_validator("timezone")
     @classmethod
@@ -147,6 +169,20 @@ class Job:
         from dataclasses import replace
 
         return replace(self, spec=self.spec.model_copy(update={"model": model}))
+
+    def helper_models(self) -> dict[str, str]:
+        """The models that help this job's runs, by purpose (`gate`, `summary`)."""
+        found = {}
+        if self.spec.gate is not None:
+            found["gate"] = self.spec.gate.model
+        if self.spec.limits.summarize_with:
+            found["summary"] = self.spec.limits.summarize_with
+        return found
+
+    def models(self) -> list[tuple[str, str]]:
+        """(key, model) of every model the job calls: its agent's, then its helpers'."""
+        return [("model", self.spec.model),
+                *((HELPER_KEYS[p], m) for p, m in self.helper_models().items())]
 
     def schedule(self):
         from jobrunner.config.schedule import parse_schedule

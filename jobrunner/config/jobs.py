@@ -35,20 +35,27 @@ def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     servers = project.settings.mcp
     problems += _tool_problems(job, where, loaded, servers)
     problems.extend(_policy_problems(job, where, loaded.tools, servers))
-    if spec.model.startswith("replay:"):
-        problems += _replay_problems(project.root / spec.model.removeprefix("replay:"),
-                                     where("model"))
-    elif spec.model not in project.settings.prices():
-        problems.append(f"{where('model')}: model: {_unknown_model(spec.model, project)}")
+    problems.extend(_compensation_problems(job, where, loaded.tools))
+    for key, model in job.models():
+        problems.extend(_model_problems(project, where(*key.split(".")), key, model))
     return problems
 
 
-def _replay_problems(script: Any, where: str) -> list[str]:
+def _model_problems(project: Project, where: str, key: str, model: str) -> list[str]:
+    """A model is a replay script that exists and reads as one, or one with a price."""
+    if model.startswith("replay:"):
+        return _replay_problems(project.root / model.removeprefix("replay:"), where, key)
+    if model in project.settings.prices():
+        return []
+    return [f"{where}: {key}: {_unknown_model(model, project)}"]
+
+
+def _replay_problems(script: Any, where: str, key: str = "model") -> list[str]:
     """A replay script that exists and reads as one (its problems located in it)."""
     from jobrunner.models.replay import load_script
 
     if not script.is_file():
-        return [f"{where}: model: replay script {script} does not exist"]
+        return [f"{where}: {key}: replay script {script} does not exist"]
     try:
         load_script(script)
     except ConfigError as exc:
@@ -98,6 +105,28 @@ def _tool_problems(job: Job, where: Any, loaded: Any, servers: Any) -> list[str]
                 f"mcp:{server} or mcp:{name})") if slash else ""
         problems.append(f"{where('tool', name)}: tool.{name}: policy for a tool the job "
                         f"does not list{hint}")
+    return problems
+
+
+def _compensation_problems(job: Job, where: Any, tools: dict[str, Any]) -> list[str]:
+    """Each compensation a listed tool declares is a registered tool that takes the
+    original call's `args` and `result`."""
+    import inspect
+
+    problems = []
+    for name in job.spec.tools:
+        undo = getattr(tools.get(name), "compensate", None)
+        if undo is None:
+            continue
+        if undo not in tools:
+            problems.append(f"{where('tools')}: tools: {name} declares compensate={undo!r}, "
+                            "which is not a registered tool")
+            continue
+        params = inspect.signature(tools[undo].fn).parameters
+        missing = [p for p in ("args", "result") if p not in params]
+        if missing:
+            problems.append(f"{where('tools')}: tools: {undo}, the compensation of {name}, "
+                            f"must take `args` and `result` (it lacks {', '.join(missing)})")
     return problems
 
 
@@ -171,18 +200,20 @@ def environment_problems(project: Project, job: Job) -> list[str]:
 
     project.load_env()
     problems = _mcp_environment_problems(project, job)
-    if job.spec.model.startswith("replay:"):
+    remote = [(k, m) for k, m in job.models() if not m.startswith("replay:")]
+    if not remote:
         return problems
     if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
         return problems
     from jobrunner.config.tomlpos import key_lines, line_of
 
+    key, model = remote[0]
     try:
         text = job.path.read_text(encoding="utf-8")
-        line = line_of(key_lines(text), ("model",))
+        line = line_of(key_lines(text), tuple(key.split(".")))
     except (OSError, UnicodeDecodeError):
         line = 1
-    return [*problems, f"{job.path}:{line}: model: {job.spec.model} {NO_KEY}"]
+    return [*problems, f"{job.path}:{line}: {key}: {model} {NO_KEY}"]
 
 
 def _mcp_environment_problems(project: Project, job: Job) -> list[str]:

@@ -85,6 +85,12 @@ class AlertSettings(StrictModel):
     # failure up to `retry_backoff_max` (`check` always tries).
     retry_backoff: Duration = 30.0
     retry_backoff_max: Duration = 600.0
+    # `run.cost_spike`: a run costing more than this many times the median of the job's
+    # last 10 completed runs (once it has 3); 0 turns it off.
+    cost_spike_factor: float = Field(3.0, ge=0)
+    # `job.degraded` (from `check`): more than half of the job's last this-many runs did
+    # not complete; 0 turns it off.
+    degraded_runs: int = Field(5, ge=0, le=1000)
 
 
 class OtelSettings(StrictModel):

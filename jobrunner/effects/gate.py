@@ -61,6 +61,7 @@ class Called:
     outcome: dispatch.CallOutcome
     deduplicated: bool = False  # the recorded result of an earlier call, not a new one
     stop_reason: str | None = None  # a failure with a more precise reason (in doubt)
+    key: str | None = None  # the ledger key the call was made under
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class LedgerGate:
         if not outcome.ok and claim.entry.status == "in_doubt":
             outcome.error = (f"{outcome.error}; the outcome is in doubt (it may have acted), "
                              + IN_DOUBT_HINT.format(key=key))
-        return Called(outcome)
+        return Called(outcome, key=key)
 
     def execute(self, request: CallRequest) -> dispatch.CallOutcome:
         """Make the call itself, between the ledger's intent and its outcome (the seam a

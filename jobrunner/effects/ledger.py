@@ -140,6 +140,13 @@ def call(store: State, key: str, *, job: str, tool: str, args: dict[str, Any], r
     return claim, outcome
 
 
+def undone(store: State, key: str, by: str) -> bool:
+    """A done call was undone by its compensation: `not_done`, so a later run may make
+    it again instead of being told it happened. False if the entry was not done."""
+    note = json.dumps({"undone": by})
+    return store.ledger_resolve(key, "done", "not_done", by, note)
+
+
 def resolve(store: State, key: str, done: bool, user: str) -> Entry:
     """An operator says what became of an in-doubt call: it happened (`done`: later
     calls get a note instead of acting) or it did not (`not_done`: a later run may act)."""

@@ -22,6 +22,11 @@ class ModelRequest:
     tools: list[dict[str, Any]]
     max_tokens: int
     timeout: float  # seconds of wall-clock time for the whole call (see request_within)
+    # Stream the reply, and cut it when nothing arrives for this long (None: one response).
+    idle_timeout: float | None = None
+    tool_choice: dict[str, Any] | None = None  # e.g. a tool the reply must call
+    # The text received so far, appended as it streams: what a cut-off call had written.
+    partial: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -93,7 +98,7 @@ def request_within(client: ModelClient, request: ModelRequest) -> ModelTurn | Mo
         return ModelError(
             "timeout",
             f"no complete reply within {request.timeout:.1f}s; the call was abandoned",
-            retryable=True,
+            retryable=True, extra={"partial_text": "".join(list(request.partial))},
         )
     if "error" in box:
         raise box["error"]

@@ -1,12 +1,15 @@
-"""The Anthropic Messages API through the official SDK, with retries left to the session."""
+"""The Anthropic Messages API through the official SDK, with retries left to the session;
+streamed when the job bounds how long a reply may stop arriving."""
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 from jobrunner.models import ModelError, ModelRequest, ModelTurn
 from jobrunner.models.pricing import Usage
+from jobrunner.models.streaming import read_events, stalled
 
 _NO_KEY = (
     "no Anthropic API key: set ANTHROPIC_API_KEY in the environment (or in the env_file "
@@ -160,47 +163,98 @@ class AnthropicClient:
 
     def _request(self, client: Any, request: ModelRequest) -> ModelTurn | ModelError:
         sdk = self._anthropic
+        params = _params(request)
         try:
-            # The raw reply, so its shape is checked here rather than trusted: the SDK builds
-            # its models without validation and would hand on whatever came.
-            raw = client.messages.with_raw_response.create(
-                model=request.model,
-                system=request.system,
-                messages=request.messages,
-                tools=request.tools,
-                max_tokens=request.max_tokens,
-                # Bounds each read; the whole call is bounded by the session's deadline.
-                timeout=request.timeout,
-            )
-            data = raw.json()
+            if request.idle_timeout:
+                return self._streamed(client, request, params)
+            return self._whole(client, request, params)
         except TypeError as exc:
             if "authentication" in str(exc).lower():
                 return ModelError("auth", _NO_KEY, retryable=False, advice=_NO_KEY)
             raise
         except sdk.APITimeoutError:
-            return ModelError("timeout", "the model call timed out", retryable=True)
+            # Streamed, each read is bounded by the idle timeout: the reply stalled.
+            return stalled(request.idle_timeout, request.partial) if request.idle_timeout \
+                else ModelError("timeout", "the model call timed out", retryable=True)
         except sdk.APIConnectionError as exc:
             return ModelError("connection", f"connection failed: {exc}", retryable=True)
         except sdk.APIStatusError as exc:
-            status = exc.status_code
-            retryable = status in (408, 409, 429) or status >= 500
-            kind = _KINDS.get(status, "server" if status >= 500 else f"http_{status}")
-            detail = exc.message
-            body = exc.body if isinstance(exc.body, dict) else None
-            if body and isinstance(body.get("error"), dict):
-                detail = body["error"].get("message", detail)
-            return ModelError(
-                kind,
-                f"HTTP {status} {kind}: {detail}",
-                retryable=retryable,
-                status=status,
-                retry_after=_retry_after(exc.response.headers if exc.response else None),
-                request_id=exc.request_id,
-                advice=_ADVICE.get(status, ""),
-            )
+            return _status_error(exc)
         except sdk.APIError as exc:
             return ModelError("malformed", f"unusable response: {exc}", retryable=True)
         except ValueError as exc:  # a body that is not JSON
             return ModelError("malformed", f"malformed response: not JSON ({exc})",
                               retryable=True)
-        return turn_from_reply(data, raw.request_id)
+
+    @staticmethod
+    def _whole(client: Any, request: ModelRequest,
+               params: dict[str, Any]) -> ModelTurn | ModelError:
+        # The raw reply, so its shape is checked here rather than trusted: the SDK builds
+        # its models without validation and would hand on whatever came.
+        raw = client.messages.with_raw_response.create(
+            **params,
+            # Bounds each read; the whole call is bounded by the session's deadline.
+            timeout=request.timeout,
+        )
+        return turn_from_reply(raw.json(), raw.request_id)
+
+    def _streamed(self, client: Any, request: ModelRequest,
+                  params: dict[str, Any]) -> ModelTurn | ModelError:
+        """The call as a stream: each read bounded by the idle timeout, so a reply that
+        stops arriving is cut, not waited for until the whole call's time is up."""
+        import httpx2
+
+        sdk = self._anthropic
+        idle = float(request.idle_timeout or 0)
+        timeout = sdk.Timeout(request.timeout, read=idle)
+        with client.messages.with_streaming_response.create(
+                **params, stream=True, timeout=timeout) as response:
+            request_id = response.request_id
+            try:
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    # A server that answered in one piece: the same checks as any reply.
+                    return turn_from_reply(json.loads(response.read()), request_id)
+                message = read_events(sdk.Stream.raw_events(response.http_response), idle,
+                                      request.partial, request_id)
+            except httpx2.TimeoutException:
+                return stalled(idle, request.partial)
+            except httpx2.HTTPError as exc:
+                return ModelError("connection", f"the stream broke off: {exc}",
+                                  retryable=True,
+                                  extra={"partial_text": "".join(request.partial)})
+        if isinstance(message, ModelError):
+            return message
+        return turn_from_reply(message, request_id)
+
+
+def _params(request: ModelRequest) -> dict[str, Any]:
+    """The request's keywords for `messages.create`: tools and a tool choice only if set
+    (a helper model's request may have none)."""
+    params: dict[str, Any] = dict(
+        model=request.model, system=request.system, messages=request.messages,
+        max_tokens=request.max_tokens)
+    if request.tools:
+        params["tools"] = request.tools
+    if request.tool_choice is not None:
+        params["tool_choice"] = request.tool_choice
+    return params
+
+
+def _status_error(exc: Any) -> ModelError:
+    """An HTTP error status as a ModelError: retryable or not, and what to do about it."""
+    status = exc.status_code
+    retryable = status in (408, 409, 429) or status >= 500
+    kind = _KINDS.get(status, "server" if status >= 500 else f"http_{status}")
+    detail = exc.message
+    body = exc.body if isinstance(exc.body, dict) else None
+    if body and isinstance(body.get("error"), dict):
+        detail = body["error"].get("message", detail)
+    return ModelError(
+        kind,
+        f"HTTP {status} {kind}: {detail}",
+        retryable=retryable,
+        status=status,
+        retry_after=_retry_after(exc.response.headers if exc.response else None),
+        request_id=exc.request_id,
+        advice=_ADVICE.get(status, ""),
+    )

@@ -42,7 +42,8 @@ def day_start(job: Job, now: datetime) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def with_agent(run: RunContext, client: Any, price: Any) -> Ending:
+def with_agent(run: RunContext, client: Any, price: Any,
+               helpers: dict[str, Any] | None = None) -> Ending:
     """The session, holding the agent's lock, from its memory to its memory's rewrite;
     the MCP servers the job uses run for as long as the session, and not a moment more."""
     from jobrunner.effects import ledger
@@ -82,7 +83,8 @@ def with_agent(run: RunContext, client: Any, price: Any) -> Ending:
             tools = _tools(run, servers, started + job.limits.max_seconds)
             if isinstance(tools, Ending):
                 return tools
-            ending = _converse(run, _Agent(memory, raw, path, started), tools, client, price)
+            ending = _converse(run, _Agent(memory, raw, path, started), tools, client, price,
+                               helpers or {})
         pushed = memory_shared.push(project, store, job.agent, path, run.run_id, keep) \
             if shared else ""
         ending.notes.extend(note for note in (pulled, pushed) if note)
@@ -116,11 +118,13 @@ def _tools(run: RunContext, servers: Any, deadline: float) -> dict[str, Any] | E
 
 
 def _converse(run: RunContext, agent: _Agent, tools: dict[str, Any], client: Any,
-              price: Any) -> Ending:
+              price: Any, helpers: dict[str, Any]) -> Ending:
     """The session itself, then the memory's rewrite."""
     from jobrunner.effects.gate import LedgerGate
     from jobrunner.memory import store as memory_store
+    from jobrunner.run import compensation
     from jobrunner.run.session import Session
+    from jobrunner.tools.registry import undo_tools
 
     project, job, store, trace = run.project, run.job, run.store, run.trace
     assert trace is not None
@@ -130,7 +134,8 @@ def _converse(run: RunContext, agent: _Agent, tools: dict[str, Any], client: Any
         now=run.now, slot=run.slot,
         spent_today_usd=store.cost_since(job.name, day_start(job, run.now)),
         gate=(run.gate or LedgerGate)(project, job, store, run.run_id, run.now, run.slot,
-                                      trace))
+                                      trace),
+        helpers=helpers)
     try:
         ending = session.run()
     except Terminated as stop:
@@ -140,6 +145,9 @@ def _converse(run: RunContext, agent: _Agent, tools: dict[str, Any], client: Any
                         session.tally)
     finally:
         TERM_ARMED.clear()
+    # Undone before the memory and the record are written: they say what was undone.
+    compensation.settle(job, store, run.run_id, {**tools, **undo_tools(project, job)},
+                        ending, trace)
     stopped = ending.reason in (StopReason.TERMINATED, StopReason.LOCK_LOST)
     update = None if stopped else session.tally.memory_update
     note = memory_store.write_after_run(

@@ -26,7 +26,8 @@ from jobrunner.redact import Redactor
 from jobrunner.run import guards
 from jobrunner.run.guards import Stop
 from jobrunner.run.prompt import FinishArgs, session_tool_definitions, wrap_output
-from jobrunner.run.tally import Action, Tally
+from jobrunner.run.semantic_gate import SemanticGate
+from jobrunner.run.tally import Action, Effect, Tally
 from jobrunner.state.traces import Trace
 from jobrunner.tools import dispatch
 from jobrunner.tools.api import ToolSpec
@@ -63,6 +64,7 @@ class Calls:
     nonce: str
     deadline: float  # time.monotonic() at which the run's time is up
     gate: CallGate | None = None
+    semantic: SemanticGate | None = None  # `[gate]`: asked before consequential steps
 
     def handle(self, block: dict[str, Any], reason: str) -> Answer:
         """Answer one `tool_use` block; `reason` is the agent's text in that turn."""
@@ -84,8 +86,20 @@ class Calls:
             self.trace.emit("guard.stop", reason=limit.reason, tool=name, input=args)
             limit.failed_step = tally.steps
             return self._result(block, f"Not executed: {limit.detail}", error=True), limit
+        if self.semantic is not None:
+            stop = self.semantic.before_call(spec, args, reason)
+            if stop is not None:
+                return self._not_taken(block, name, args, stop)
         tally.tool_calls += 1
         return self._call(block, spec, args, reason)
+
+    def _not_taken(self, block: dict[str, Any], name: str, args: dict[str, Any],
+                   stop: Stop) -> Answer:
+        """A step the semantic gate stopped: not executed, and the run ends."""
+        tally = self.tally
+        tally.actions.append(Action(tally.steps, name, args, "not_executed", stop.detail))
+        stop.failed_step = tally.steps
+        return self._result(block, f"Not executed: {stop.detail}", error=True), stop
 
     def _call(self, block: dict[str, Any], spec: ToolSpec, args: dict[str, Any],
               reason: str) -> Answer:
@@ -126,6 +140,10 @@ class Calls:
                                 error=True), stop
         if spec.untrusted_output:
             tally.untrusted = True
+        if (spec.side_effect or spec.compensate) and not deduplicated:
+            tally.effects.append(Effect(
+                tally.steps, name, args, outcome.data,
+                decision.key if isinstance(decision, Called) else None, spec.compensate))
         tally.actions.append(Action(tally.steps, name, args,
                                     "deduplicated" if deduplicated else "ok",
                                     "medium risk" if spec.risk == "medium" else ""))
@@ -256,6 +274,10 @@ class Calls:
             self.trace.emit("guard.nudge", reason="finish_without_memory", step=tally.steps)
             return self._result(block, "Call update_memory first, then call finish again.",
                                 error=True), None
+        if self.semantic is not None:
+            stop = self.semantic.before_finish(args.model_dump())
+            if stop is not None:
+                return self._not_taken(block, "finish", args.model_dump(), stop)
         tally.finish = args
         self.trace.emit("session.finish", **args.model_dump())
         return self._result(block, "Run finished."), None

@@ -6,7 +6,7 @@ whose reason becomes the run's `stop_reason`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jobrunner.config.jobfile import Limits
@@ -50,10 +50,15 @@ def before_model_call(
     request_tokens: int,
     remaining_seconds: float,
     spent_today_usd: float,
+    *,
+    step: bool = True,
+    cap: int | None = None,
 ) -> Go | Stop:
     """Steps, time, tokens and money, checked against the worst case of the next call:
-    `request_tokens` as the request stands, and the whole reply allowance spent."""
-    if tally.steps >= limits.max_steps:
+    `request_tokens` as the request stands, and the whole reply allowance spent. A helper
+    model's call (the semantic gate, a summary) is no step (`step=False`) and may cap its
+    own reply (`cap`); its price is its model's."""
+    if step and tally.steps >= limits.max_steps:
         return Stop(Status.LIMIT, "max_steps", f"reached max_steps ({limits.max_steps})")
     if remaining_seconds <= 1:
         return Stop(Status.LIMIT, "max_seconds", f"reached max_seconds ({limits.max_seconds:g}s)")
@@ -64,7 +69,7 @@ def before_model_call(
             f"the next call (~{request_tokens} input tokens) would pass max_input_tokens "
             f"({limits.max_input_tokens}; {used_input} used)",
         )
-    max_tokens = min(limits.max_tokens_per_call,
+    max_tokens = min(limits.max_tokens_per_call, cap or limits.max_tokens_per_call,
                      limits.max_output_tokens - tally.usage.output_tokens)
     if max_tokens < 1:
         return Stop(Status.LIMIT, "max_output_tokens",
@@ -124,16 +129,25 @@ def _nth(n: int) -> str:
     return {1: "first", 2: "second", 3: "third"}.get(n, f"{n}th")
 
 
+@dataclass
+class Elision:
+    """What eliding did: the request's token estimate afterwards, and each tool result
+    block it elided with the content it had (oldest first; empty when none was)."""
+
+    estimate: int
+    elided: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+
+
 def elide_old_results(
     messages: list[dict[str, Any]], system: Any, tools: Any, limits: Limits, trace: Any
-) -> int:
+) -> Elision:
     """Near `context_tokens`, replace the oldest tool results with a one-line note (the
     newest stays whole; rules, prompt and memory live in `system` and are never touched).
-    Past ELIDE_AT of the budget it elides down to ELIDE_TO in one go. Returns the
-    request's token estimate afterwards (computed once: it is the costly part of a step)."""
+    Past ELIDE_AT of the budget it elides down to ELIDE_TO in one go. The request's token
+    estimate is computed once (it is the costly part of a step) and kept up to date."""
     size_now = estimate_request_tokens(system, messages, tools)
     if size_now <= int(limits.context_tokens * ELIDE_AT):
-        return size_now
+        return Elision(size_now)
     target = int(limits.context_tokens * ELIDE_TO)
     candidates = [
         block
@@ -144,15 +158,17 @@ def elide_old_results(
         and not str(block.get("content", "")).startswith("[elided")
         and len(str(block.get("content", ""))) > 200
     ]
-    elided = 0
+    elision = Elision(size_now)
     for block in candidates:
         if size_now <= target:
             break
-        before = estimate_tokens(block["content"])
-        size = len(str(block["content"]))
+        original = block["content"]
+        before = estimate_tokens(original)
+        size = len(str(original))
         block["content"] = f"[elided to save context: a tool result of {size} characters]"
         size_now -= before - estimate_tokens(block["content"])
-        elided += 1
-    if elided:
-        trace.emit("context.elided", results=elided, request_tokens=size_now)
-    return size_now
+        elision.elided.append((block, str(original)))
+    elision.estimate = size_now
+    if elision.elided:
+        trace.emit("context.elided", results=len(elision.elided), request_tokens=size_now)
+    return elision

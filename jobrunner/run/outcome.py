@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from jobrunner.config.jobfile import Job
     from jobrunner.config.project import Project
     from jobrunner.effects.gate import GateFactory
+    from jobrunner.run.compensation import Undo
     from jobrunner.run.heartbeat import Pinger
-    from jobrunner.run.tally import Tally
+    from jobrunner.run.tally import Effect, Tally
     from jobrunner.state import State
     from jobrunner.state.traces import Trace
 
@@ -70,6 +71,10 @@ class Ending:
     # Also said on stderr, even when the run completed: what went wrong keeping the run's
     # record (a memory or trace the disk refused).
     problems: list[str] = field(default_factory=list)
+    # Compensation (run/compensation.py): the side effects undone, those not, and why not.
+    undone: list[Undo] = field(default_factory=list)
+    not_undone: list[Effect] = field(default_factory=list)
+    undo_note: str = ""
 
     def exit_code(self) -> int:
         if self.status == Status.SKIPPED and self.reason in NOT_NOW:
@@ -148,7 +153,6 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
     """Record, trace, alert and ping the end of a run, once. A state disk that refuses
     the trace or the record is reported, never raised: the lock's release record then
     carries the end for the next run to record."""
-    from jobrunner.alerts import outbox as alerts
     from jobrunner.run.report import report_for
 
     job, store = run.job, run.store
@@ -182,13 +186,7 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
         problems.append(f"the end of run {run.run_id} ({ending.status}) could not be "
                         "recorded; the next run records it")
         report = "\n".join([report, problems[-1]]).strip()
-    event = ALERT_BY_STATUS.get(ending.status)
-    if event:
-        first = report.splitlines()[0] if report else \
-            f"{job.name}: {ending.status} ({ending.reason})"
-        alerts.emit(run.project, event, job, run.run_id, first,
-                    {"status": ending.status, "stop_reason": ending.reason, "report": report},
-                    cause=ending.reason)
+    _alert(run, ending, report, recorded)
     if run.started and (refused := _after_run(run, ending)):
         problems.append(refused)
         report = "\n".join([report, refused]).strip()
@@ -197,6 +195,62 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
                           report or fields.get("summary") or "")
     return RunOutcome(run.run_id, job.name, str(ending.status), fields["exit_code"],
                       ending.reason, report, problems, recorded)
+
+
+def _alert(run: RunContext, ending: Ending, report: str, recorded: bool) -> None:
+    """The run's alerts: its status's, a cost spike's, each failed compensation's."""
+    from jobrunner.alerts import outbox as alerts
+    from jobrunner.run import compensation
+
+    job = run.job
+    event = ALERT_BY_STATUS.get(ending.status)
+    if event:
+        first = report.splitlines()[0] if report else \
+            f"{job.name}: {ending.status} ({ending.reason})"
+        alerts.emit(run.project, event, job, run.run_id, first,
+                    {"status": ending.status, "stop_reason": ending.reason, "report": report},
+                    cause=ending.reason)
+    if ending.tally is not None and recorded:
+        _cost_spike(run, ending.tally.cost_usd)
+    for undo in compensation.failed(ending):
+        alerts.emit(run.project, AlertEvent.RUN_COMPENSATION_FAILED, job, run.run_id,
+                    f"{job.name}: run {run.run_id}: undoing {undo.effect.tool} (step "
+                    f"{undo.effect.step}) with {undo.tool} failed: {undo.error}; manual "
+                    "intervention required", compensation.alert_details(undo), cause=undo.key)
+
+
+SPIKE_BASELINE_RUNS = 10  # the median of this many completed runs is the job's usual cost
+SPIKE_MIN_RUNS = 3  # ...once it has at least this many
+
+
+def _cost_spike(run: RunContext, cost: float) -> None:
+    """`run.cost_spike`, once, for a run that cost more than `alerts.cost_spike_factor`
+    times the median of the job's last completed runs."""
+    import statistics
+
+    from jobrunner.alerts import outbox as alerts
+
+    factor = alerts.alert_settings(run.project).cost_spike_factor
+    if not factor:
+        return
+    try:
+        costs = run.store.recent_costs(run.job.name, Status.COMPLETED, SPIKE_BASELINE_RUNS,
+                                       run.run_id)
+    except errors.StateError:
+        return  # no history to compare with; the run's own end is recorded or reported
+    if len(costs) < SPIKE_MIN_RUNS:
+        return
+    median = statistics.median(costs)
+    if median <= 0 or cost <= factor * median:
+        return
+    job = run.job
+    alerts.emit(run.project, AlertEvent.RUN_COST_SPIKE, job, run.run_id,
+                f"{job.name}: run {run.run_id} cost ${cost:.4f}, {cost / median:.1f}x the "
+                f"median ${median:.4f} of the job's last {len(costs)} completed runs "
+                f"(alerts.cost_spike_factor = {factor:g})",
+                {"cost_usd": round(cost, 6), "median_cost_usd": round(median, 6),
+                 "baseline_runs": len(costs), "factor": factor},
+                cause=run.run_id, once=True)
 
 
 def _record(run: RunContext, fields: dict[str, Any]) -> bool:

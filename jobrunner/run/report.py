@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from jobrunner.run.outcome import Ending
     from jobrunner.state.records import Entry
 
+HELPER_NAMES = {"gate": "the semantic gate", "summary": "context summaries"}
+
+
 def report_for(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> str:
     """The report a run's record, stderr and alert carry: for a run that stopped before
     any session, its one paragraph; for a session that did not complete, the whole
@@ -65,9 +68,19 @@ def build_report(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> s
         text = " ".join(tally.last_text.split())
         lines.append(f"  model's last words: {text[:400]}{'...' if len(text) > 400 else ''}")
     lines.extend(_waiting(ending))
+    if tally.cut_text:
+        # A reply that stopped arriving: what it had said when it was cut.
+        text = " ".join(tally.cut_text.split())
+        lines.append(f"  cut-off reply: {text[:400]}{'...' if len(text) > 400 else ''}")
+    from jobrunner.run.compensation import report_lines
+
+    lines += report_lines(ending)
+    helpers = "; ".join(f"{HELPER_NAMES.get(p, p)}: {n} call{'s' if n != 1 else ''}, "
+                        f"${tally.helper_cost_usd.get(p, 0.0):.4f}"
+                        for p, n in tally.helper_calls.items())
     lines.append(f"  spent: {tally.steps} steps, {tally.tool_calls} tool calls, "
                  f"{tally.usage.prompt_tokens} input / {tally.usage.output_tokens} output "
-                 f"tokens, ${tally.cost_usd:.4f}")
+                 f"tokens, ${tally.cost_usd:.4f}" + (f" (of which {helpers})" if helpers else ""))
     lines.append(f"  trace: jobrunner show {run_id}")
     return "\n".join(lines)
 

@@ -233,15 +233,20 @@ def _session(run: RunContext) -> Ending:
     rewrite; whatever interrupts it becomes its Ending (Ctrl-C is recorded, then raised)."""
     from jobrunner.models import client_for
     from jobrunner.models.pricing import REPLAY_PRICE
+    from jobrunner.run.model_calls import Helper
 
     project, job = run.project, run.job
     # What can still refuse the job's configuration (a broken replay script) runs before
     # anything is recorded: exit 2 writes nothing. Tool files were loaded by load_job.
     client = client_for(job.spec.model, project.root)
-    price = project.settings.prices().get(job.spec.model, REPLAY_PRICE)
+    prices = project.settings.prices()
+    price = prices.get(job.spec.model, REPLAY_PRICE)
+    helpers = {purpose: Helper(purpose, model, client_for(model, project.root),
+                               prices.get(model, REPLAY_PRICE))
+               for purpose, model in job.helper_models().items()}
     _start(run)
     try:
-        return with_agent(run, client, price)
+        return with_agent(run, client, price, helpers)
     except Terminated as stop:
         return Ending(Status.ABORTED, stop.reason, stop.detail)
     except errors.StateError as exc:  # the state disk refused a write mid-run
@@ -278,5 +283,6 @@ def _start(run: RunContext) -> None:
                    slot=iso(run.slot), model=job.spec.model, pid=os.getpid())
     run.pinger = Pinger(job.spec.heartbeat_url if run.project.reaches_out else "", run.trace)
     run.pinger.start()
+
 
 

@@ -23,8 +23,10 @@ from jobrunner.models.pricing import Price
 from jobrunner.redact import Redactor
 from jobrunner.run import guards, prompt
 from jobrunner.run.calls import Calls
-from jobrunner.run.model_calls import ModelCalls
+from jobrunner.run.model_calls import Helper, ModelCalls
 from jobrunner.run.outcome import Ending
+from jobrunner.run.semantic_gate import SemanticGate
+from jobrunner.run.summaries import Summaries
 from jobrunner.run.tally import Tally
 from jobrunner.state.traces import Trace
 from jobrunner.tools.api import ToolSpec
@@ -47,6 +49,7 @@ class Session:
     slot: datetime | None = None
     spent_today_usd: float = 0.0
     gate: CallGate | None = None
+    helpers: dict[str, Helper] = field(default_factory=dict)  # by purpose: gate, summary
     tally: Tally = field(default_factory=Tally)
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -55,8 +58,17 @@ class Session:
         deadline = self.started_monotonic + self.job.limits.max_seconds
         self.model = ModelCalls(self.client, self.job, self.price, self.trace, self.redactor,
                                 self.tally, deadline)
+        semantic = None
+        if self.job.spec.gate is not None and "gate" in self.helpers:
+            semantic = SemanticGate(
+                self.job.spec.gate, self.job,
+                ModelCalls.of_helper(self.helpers["gate"], self.model), self.nonce,
+                self.spent_today_usd, lambda: self.messages)
         self.calls = Calls(self.job, self.tools, self.memory, self.tally, self.trace,
-                           self.redactor, self.nonce, deadline, self.gate)
+                           self.redactor, self.nonce, deadline, self.gate, semantic)
+        self.summaries = Summaries(
+            ModelCalls.of_helper(self.helpers["summary"], self.model), self.nonce,
+            self.redactor, self.spent_today_usd) if "summary" in self.helpers else None
 
     def run(self) -> Ending:
         job, tally = self.job, self.tally
@@ -67,8 +79,10 @@ class Session:
         self.trace.emit("session.start", nonce_set=True, tools=[t["name"] for t in tool_defs],
                         memory_tokens=self.memory.tokens())
         while True:
-            estimate = guards.elide_old_results(self.messages, system, tool_defs, job.limits,
-                                                self.trace)
+            elision = guards.elide_old_results(self.messages, system, tool_defs, job.limits,
+                                               self.trace)
+            estimate = elision.estimate if self.summaries is None else \
+                self.summaries.after_elision(self.messages, elision)
             tally.last_estimate = estimate
             check = guards.before_model_call(
                 job.limits, tally, self.price, math.ceil(estimate * tally.token_ratio),

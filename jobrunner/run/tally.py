@@ -25,6 +25,19 @@ class Action:
 
 
 @dataclass
+class Effect:
+    """A side effect this run made (not one answered from the ledger): what undoing it
+    needs."""
+
+    step: int
+    tool: str
+    args: dict[str, Any]
+    result: Any  # what the call returned
+    key: str | None  # its ledger key, if it went through the ledger
+    compensate: str | None  # the tool that undoes it, if its tool declares one
+
+
+@dataclass
 class Tally:
     """Everything the session counts while it runs (the guards read it)."""
 
@@ -34,6 +47,7 @@ class Tally:
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
     actions: list[Action] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)  # oldest first
     call_counts: dict[str, int] = field(default_factory=dict)
     memory_update: MemoryUpdate | None = None
     memory_rejections: int = 0
@@ -45,7 +59,12 @@ class Tally:
     untrusted: bool = False  # content from outside (http_get, ...) entered the session
     needs_approval: bool = False  # a call was queued for a person
     last_text: str = ""  # the model's last words (the partial output of a stopped run)
+    cut_text: str = ""  # what a reply cut off mid-stream had said, until a reply comes whole
     # How far the API's token counts ran above our estimate (never below 1): worst-case
     # checks scale the next request's estimate by it, so a cost limit cannot be overrun.
     token_ratio: float = 1.0
     last_estimate: int = 0
+    # Calls and cost of the helper models (the semantic gate, summaries), by purpose; their
+    # tokens and cost are in `usage` and `cost_usd` too.
+    helper_calls: dict[str, int] = field(default_factory=dict)
+    helper_cost_usd: dict[str, float] = field(default_factory=dict)

@@ -1,6 +1,7 @@
 """`jobrunner check`: the watchdog for a second crontab line. It finds stale locks
-(and stops their holders under `on_stale = "terminate"`), crashed runs, paused jobs and
-missed schedules, alerts on each once, and retries the alert outbox. Time is passed in
+(and stops their holders under `on_stale = "terminate"`), crashed runs, paused jobs,
+degraded jobs (most recent runs unfinished, even when none paused them) and missed
+schedules, alerts on each once, and retries the alert outbox. Time is passed in
 (`now`) so the logic is testable."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ MAX_SLOTS = 20_000
 
 @dataclass
 class Finding:
-    kind: str  # stale | crashed | held | paused | missed | undelivered | invalid
+    kind: str  # stale | crashed | held | paused | degraded | missed | undelivered | invalid
     job: str | None
     message: str
     details: dict[str, Any] = field(default_factory=dict)
@@ -48,7 +49,8 @@ def check(project: Any, now: datetime | None = None) -> list[Finding]:
     findings = [Finding("invalid", None, p) for p in problems]
     for job in jobs:
         findings += _lock_findings(project, store, job, now)
-        findings += _pause_findings(store, job)
+        paused = _pause_findings(store, job)
+        findings += paused or _degraded_findings(project, store, job)
         findings += _missed_findings(project, store, job, now)
     alerts.deliver_pending(project, force=True)  # the watchdog ignores channel backoff
     waiting = alerts.undelivered(project)
@@ -119,6 +121,28 @@ def _pause_findings(store: State, job: Any) -> list[Finding]:
         return []
     return [Finding("paused", job.name, f"{job.name}: paused since {paused.paused_at} "
                     f"({paused.reason}); `jobrunner resume {job.name}` lifts it", paused.as_json())]
+
+
+def _degraded_findings(project: Any, store: State, job: Any) -> list[Finding]:
+    """More than half of the job's last `alerts.degraded_runs` runs did not complete:
+    failing every other run never reaches `pause_after` in a row, and is still broken."""
+    from jobrunner.alerts import outbox as alerts
+    from jobrunner.events import UNFINISHED, AlertEvent, Status
+
+    window = alerts.alert_settings(project).degraded_runs
+    if not window:
+        return []
+    statuses = store.statuses(job.name, (Status.COMPLETED, *UNFINISHED), "", window)
+    failed = sum(1 for s in statuses if s != Status.COMPLETED)
+    if len(statuses) < window or failed * 2 <= window:
+        return []
+    message = (f"{job.name}: degraded: {failed} of its last {window} runs did not complete "
+               f"(newest first: {', '.join(statuses)})")
+    details = {"runs": window, "unfinished": failed, "statuses": statuses}
+    # One cause: repeated each `alerts.cooldown` while it lasts, not each minute.
+    alerts.emit(project, AlertEvent.JOB_DEGRADED, job, None, message, details,
+                cause="degraded")
+    return [Finding("degraded", job.name, message, details)]
 
 
 def missed_slots(store: State, job: Any, now: datetime) -> list[datetime]:

@@ -129,6 +129,14 @@ class RunsMixin(Backend):
                          "WHERE job = ? AND started_at >= ?", (job, iso(since)))
         return float(row["spent"]) if row else 0.0
 
+    def recent_costs(self, job: str, status: str, limit: int, exclude: str) -> list[float]:
+        """What the job's newest `limit` runs with `status` cost (not run `exclude`)."""
+        with self._read() as db:
+            rows = db.all("SELECT cost_usd FROM runs WHERE job = ? AND status = ? AND id <> ? "
+                          f"ORDER BY started_at DESC, {self.insertion} DESC LIMIT ?",
+                          (job, status, exclude, limit))
+        return [float(r["cost_usd"] or 0.0) for r in rows]
+
     def statuses(self, job: str, among: tuple[str, ...], since: str, limit: int) -> list[str]:
         """Statuses of the job's newest runs with a status in `among`, started at or after
         `since` (ISO text, "" for all), newest first."""

@@ -59,6 +59,7 @@ class ToolSpec:
     schema: dict[str, Any] | None = None  # a JSON Schema from the tool's source, not from hints
     call: Callable[[dict[str, Any], float], Any] | None = None  # a source's own bounded call
     repeatable: bool = False  # its source says a repeated call changes nothing more
+    compensate: str | None = None  # the tool that undoes a call (given `args` and `result`)
 
     @cached_property
     def args_model(self):  # -> type[pydantic.BaseModel]
@@ -197,6 +198,7 @@ def tool(
     idempotency_key: str | None = None,
     untrusted_output: bool = False,
     needs_paths: bool = False,
+    compensate: str | None = None,
 ) -> Any:
     """Register a function as a tool. Its docstring is what the model reads; its type
     hints are its argument schema. A bare `@tool` is risk `high` (queued for approval).
@@ -205,11 +207,18 @@ def tool(
     `medium` and `high` act on the world (True: each call goes through the ledger, and
     one that raises or times out is in doubt until an operator resolves it). A `low`
     tool that does act says `side_effect=True`.
+
+    `compensate` names another registered tool that undoes a call of this one: when a run
+    ends aborted, failed or at a limit, it is called with `args` (this call's arguments)
+    and `result` (what this call returned), once, through the ledger.
     """
     if risk not in RISKS:
         raise ValueError(f"risk must be one of {RISKS}, not {risk!r}")
     if idempotency_key is not None and (problem := key_template_problem(idempotency_key)):
         raise ValueError(f"idempotency_key {idempotency_key!r}: {problem}")
+    if compensate is not None and (not isinstance(compensate, str) or not compensate.strip()):
+        raise ValueError("compensate names the tool that undoes this one, e.g. "
+                         'compensate="delete_record"')
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         doc = inspect.getdoc(func) or ""
@@ -231,6 +240,7 @@ def tool(
             untrusted_output=untrusted_output,
             needs_paths=needs_paths,
             source=getattr(func, "__module__", "project"),
+            compensate=compensate,
         )
         func.__jobrunner_tool__ = spec  # type: ignore[attr-defined]
         return func

@@ -270,3 +270,11 @@ def job_tools(project: Any, job: Any, mcp: Any = None,
     if mcp is not None:
         tools.update(mcp.job_tools(job, taken={*tools, *SESSION_TOOLS}, deadline=deadline))
     return tools
+
+
+def undo_tools(project: Any, job: Any) -> dict[str, ToolSpec]:
+    """The tools that undo the job's tools (`compensate=`), by name: run by jobrunner after
+    a failed run, never shown to the model (a job need not list them)."""
+    loaded = all_tools(project)
+    names = {loaded[n].compensate for n in job.spec.tools if n in loaded}
+    return {name: loaded[name] for name in names if name and name in loaded}
