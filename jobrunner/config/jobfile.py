@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from jobrunner.config.validation import JOB_NAME, Duration, StrictModel
+from jobrunner.formats.validation import JOB_NAME, Duration, StrictModel
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 # Where each helper model is named in a job file.

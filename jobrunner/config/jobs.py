@@ -9,14 +9,14 @@ from pydantic import ValidationError
 
 from jobrunner.config.jobfile import Job, JobFile, MemoryPolicy, ToolPolicy, merge
 from jobrunner.config.project import Project, read_toml
-from jobrunner.config.validation import JOB_NAME, in_line_order, located_errors
 from jobrunner.errors import ConfigError, NotFoundError
+from jobrunner.formats.validation import JOB_NAME, in_line_order, located_errors
 
 
 def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
     """Checks that need more than a type: the schedule, tools and model exist."""
     from jobrunner.config.schedule import ScheduleError, parse_schedule
-    from jobrunner.config.tomlpos import key_lines, line_of
+    from jobrunner.formats.tomlpos import key_lines, line_of
 
     lines = key_lines(text)
     spec = job.spec
@@ -205,7 +205,7 @@ def environment_problems(project: Project, job: Job) -> list[str]:
         return problems
     if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
         return problems
-    from jobrunner.config.tomlpos import key_lines, line_of
+    from jobrunner.formats.tomlpos import key_lines, line_of
 
     key, model = remote[0]
     try:
@@ -222,7 +222,7 @@ def _mcp_environment_problems(project: Project, job: Job) -> list[str]:
     import importlib.util
     import os
 
-    from jobrunner.config.tomlpos import key_lines, line_of
+    from jobrunner.formats.tomlpos import key_lines, line_of
     from jobrunner.tools.mcp_tools import entries
 
     servers = list(dict.fromkeys(e.server for e in entries(job)))
@@ -295,7 +295,7 @@ def mcp_tool_listing(project: Project, job: Job, connect: bool) -> tuple[list[di
     `validate`. Without `connect` only what the job declares is known (each entry, its
     server); with it each server is started, listed and closed, and a policy table that
     would loosen what the server's annotations say is a problem."""
-    from jobrunner.config.tomlpos import key_lines, line_of
+    from jobrunner.formats.tomlpos import key_lines, line_of
     from jobrunner.tools import mcp_tools
     from jobrunner.tools.api import policy_problems
     from jobrunner.tools.mcp_config import McpServerError

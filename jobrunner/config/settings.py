@@ -7,9 +7,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from jobrunner.config.jobfile import JobFile, merge
-from jobrunner.config.mcp import McpServerConfig, ServerName
-from jobrunner.config.validation import Duration, StrictModel, in_line_order, located_errors
 from jobrunner.errors import ConfigError
+from jobrunner.formats.mcp import McpServerConfig, ServerName
+from jobrunner.formats.validation import Duration, StrictModel, in_line_order, located_errors
 from jobrunner.models.pricing import BUILTIN_PRICES, Price
 
 
@@ -175,7 +175,7 @@ def check_defaults(project: Any, defaults: dict[str, Any], text: str) -> None:
             path, lineno, rest = line.split(":", 2)
             key = rest.strip().split(":", 1)[0]
             # Re-point at the [defaults] table, where these keys were written.
-            from jobrunner.config.tomlpos import key_lines, line_of
+            from jobrunner.formats.tomlpos import key_lines, line_of
 
             real = line_of(key_lines(text), ("defaults", *key.split(".")))
             problems.append(f"{path}:{real}:{rest}")

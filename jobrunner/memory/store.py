@@ -280,7 +280,8 @@ def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, u
     return f"memory was edited during the run: kept the edit; {proposal_note}"
 
 
-def note_crash(project: Any, job: Any, meta: dict[str, Any], keep: Callable[[], int]) -> None:
+def note_crash(project: Any, job: Any, meta: dict[str, Any], keep: Callable[[], int],
+               then: Callable[[Path], Any] | None = None) -> None:
     """A run died without finishing (kill -9, OOM, reboot): put it in the agent's failure
     log, as if the run had written it. Best effort under the agent's lock: a memory that
     is busy or unreadable is left alone (the crash is still recorded and alerted)."""
@@ -306,12 +307,8 @@ def note_crash(project: Any, job: Any, meta: dict[str, Any], keep: Callable[[], 
         try:
             save(path, updated.render().encode("utf-8"), current, str(meta.get("run_id")),
                  project.redactor(), keep=keep)
-            store = project.store()
-            if store.shares_memory:  # the crash note is the next version for every host
-                from jobrunner.memory import shared
-
-                shared.push(project, store, job.agent, path, f"crash-{meta.get('run_id')}",
-                            keep)
+            if then is not None:
+                then(path)  # still under the agent's lock
         except OSError as exc:
             log.warning("%s: could not note the crash of run %s in %s: %s", job.name,
                         meta.get("run_id"), path, exc.strerror or exc)

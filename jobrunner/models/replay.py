@@ -102,7 +102,7 @@ def block_problems(raw: Any) -> list[tuple[tuple[str, ...], str]]:
 
 def _located(path: Path, text: str, problems: list[tuple[tuple[str, ...], str]]) -> list[str]:
     """Each problem of a script as `FILE:LINE: key: problem`, in line order."""
-    from jobrunner.config.jsonpos import line_of, value_lines
+    from jobrunner.formats.jsonpos import line_of, value_lines
 
     lines = value_lines(text)
     out = sorted(((line_of(lines, loc), ".".join(loc) or "(file)", why)

@@ -15,7 +15,8 @@ from jobrunner import errors
 from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import agent_history
 from jobrunner.events import Status, StopReason
-from jobrunner.run.outcome import Ending, RunContext, failure_line
+from jobrunner.run.ending import Ending
+from jobrunner.run.outcome import RunContext, failure_line
 
 
 class Terminated(BaseException):

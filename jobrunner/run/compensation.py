@@ -18,37 +18,25 @@ timeout, as the run's own time may be spent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from jobrunner import errors
 from jobrunner.effects import ledger
 from jobrunner.events import Status
+from jobrunner.run.tally import Undo
 from jobrunner.state.records import AlreadyDone, Claimed
 from jobrunner.tools import dispatch
 from jobrunner.tools.api import ToolSpec
 
 if TYPE_CHECKING:
     from jobrunner.config.jobfile import Job
-    from jobrunner.run.outcome import Ending
+    from jobrunner.run.ending import Ending
     from jobrunner.run.tally import Effect
     from jobrunner.state import State
     from jobrunner.state.traces import Trace
 
 # The endings after which a run's side effects are undone.
 UNDO_AFTER = (Status.ABORTED, Status.FAILED, Status.LIMIT)
-
-
-@dataclass
-class Undo:
-    """One compensation as it went."""
-
-    effect: Effect
-    tool: str  # the compensating tool
-    key: str  # its ledger key
-    ok: bool
-    error: str = ""
-    already: bool = False  # the ledger says it was done already
 
 
 def settle(job: Job, store: State, run_id: str, tools: dict[str, ToolSpec],
@@ -114,32 +102,3 @@ def _done(trace: Trace, undo: Undo) -> Undo:
                compensate=undo.tool, key=undo.key, ok=undo.ok, error=undo.error or None,
                already_done=undo.already)
     return undo
-
-
-def report_lines(ending: Ending) -> list[str]:
-    """The report's account of what was undone and what was not."""
-    lines: list[str] = []
-    if ending.undone:
-        lines.append("  undone (newest first):")
-        for undo in ending.undone:
-            how = "ok" if undo.ok else f"FAILED: {undo.error} - manual intervention required"
-            if undo.already:
-                how = "ok (already done)"
-            lines.append(f"    step {undo.effect.step}: {undo.effect.tool} undone by "
-                         f"{undo.tool}: {how}")
-    if ending.not_undone:
-        why = f" ({ending.undo_note})" if ending.undo_note else " (no compensation declared)"
-        lines.append("  not undone" + why + ": " + "; ".join(
-            f"step {e.step}: {e.tool}" for e in ending.not_undone))
-    elif ending.undo_note:
-        lines.append(f"  {ending.undo_note}")
-    return lines
-
-
-def failed(ending: Ending) -> list[Undo]:
-    return [u for u in ending.undone if not u.ok]
-
-
-def alert_details(undo: Undo) -> dict[str, Any]:
-    return {"tool": undo.effect.tool, "step": undo.effect.step, "args": undo.effect.args,
-            "compensate": undo.tool, "key": undo.key, "error": undo.error}

@@ -16,80 +16,23 @@ from typing import TYPE_CHECKING, Any
 
 from jobrunner import errors
 from jobrunner.clock import iso, utcnow
-from jobrunner.events import AlertEvent, Status, StopReason
+from jobrunner.events import AlertEvent, Status
+from jobrunner.run.ending import Ending
 from jobrunner.state.records import RunRecord
 
 if TYPE_CHECKING:
     from jobrunner.config.jobfile import Job
     from jobrunner.config.project import Project
     from jobrunner.effects.gate import GateFactory
-    from jobrunner.run.compensation import Undo
     from jobrunner.run.heartbeat import Pinger
-    from jobrunner.run.tally import Effect, Tally
+    from jobrunner.run.tally import Undo
     from jobrunner.state import State
     from jobrunner.state.traces import Trace
 
-EXIT_BY_STATUS = {
-    Status.COMPLETED: errors.EXIT_OK,
-    Status.SKIPPED: errors.EXIT_OK,
-    Status.FAILED: errors.EXIT_FAILED,
-    Status.PARTIAL: errors.EXIT_FAILED,
-    Status.ABORTED: errors.EXIT_FAILED,
-    Status.CRASHED: errors.EXIT_FAILED,
-    Status.LIMIT: errors.EXIT_LIMIT,
-    Status.NEEDS_APPROVAL: errors.EXIT_APPROVAL,
-    Status.PAUSED: errors.EXIT_TEMPFAIL,
-}
-# Skips that mean "could not run now" (exit 75), not "another run has it" (exit 0).
-NOT_NOW = {StopReason.LOCK_STALE, StopReason.CRASH_HOLD, StopReason.LOCK_ORPHANED,
-           StopReason.MAX_COST_USD_PER_DAY}
 # A partial run (the agent's own verdict: some of it was not done) exits 1 like a failure,
 # and is alerted as one.
 ALERT_BY_STATUS = {Status.ABORTED: AlertEvent.RUN_ABORTED, Status.FAILED: AlertEvent.RUN_FAILED,
                    Status.PARTIAL: AlertEvent.RUN_FAILED, Status.LIMIT: AlertEvent.RUN_LIMIT}
-# Endings that are a lesson for the agent's memory (jobrunner writes the line itself).
-LESSONS = {Status.ABORTED, Status.LIMIT, Status.CRASHED}
-# Stops that are the operator's to fix (the key, its permissions, the model's name): they
-# are recorded and alerted, but they are no lesson for the agent.
-OPERATOR_STOPS = {"model_api_error:auth", "model_api_error:permission",
-                  "model_api_error:not_found", StopReason.LOCK_LOST,
-                  StopReason.STATE_UNWRITABLE}
-
-
-@dataclass
-class Ending:
-    """How a run ended: its status, why (`reason` is a StopReason or
-    `model_api_error:KIND`), a readable paragraph, and the session's tally if one ran."""
-
-    status: Status
-    reason: str
-    detail: str
-    tally: Tally | None = None
-    failed_step: int | None = None
-    # Said in the report: what happened around the run (a person edited the memory).
-    notes: list[str] = field(default_factory=list)
-    # Also said on stderr, even when the run completed: what went wrong keeping the run's
-    # record (a memory or trace the disk refused).
-    problems: list[str] = field(default_factory=list)
-    # Compensation (run/compensation.py): the side effects undone, those not, and why not.
-    undone: list[Undo] = field(default_factory=list)
-    not_undone: list[Effect] = field(default_factory=list)
-    undo_note: str = ""
-
-    def exit_code(self) -> int:
-        if self.status == Status.SKIPPED and self.reason in NOT_NOW:
-            return errors.EXIT_TEMPFAIL
-        return EXIT_BY_STATUS.get(self.status, errors.EXIT_FAILED)
-
-    def lesson(self) -> bool:
-        """Whether the agent's failure log gets a line for it."""
-        return self.status in LESSONS and self.reason not in OPERATOR_STOPS
-
-    def not_done(self) -> list[str]:
-        """The tools the session asked for and did not get run."""
-        return [a.tool for a in self.tally.actions if a.outcome == "not_executed"] \
-            if self.tally else []
-
 
 @dataclass
 class RunOutcome:
@@ -200,7 +143,6 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
 def _alert(run: RunContext, ending: Ending, report: str, recorded: bool) -> None:
     """The run's alerts: its status's, a cost spike's, each failed compensation's."""
     from jobrunner.alerts import outbox as alerts
-    from jobrunner.run import compensation
 
     job = run.job
     event = ALERT_BY_STATUS.get(ending.status)
@@ -212,11 +154,11 @@ def _alert(run: RunContext, ending: Ending, report: str, recorded: bool) -> None
                     cause=ending.reason)
     if ending.tally is not None and recorded:
         _cost_spike(run, ending.tally.cost_usd)
-    for undo in compensation.failed(ending):
+    for undo in (u for u in ending.undone if not u.ok):
         alerts.emit(run.project, AlertEvent.RUN_COMPENSATION_FAILED, job, run.run_id,
                     f"{job.name}: run {run.run_id}: undoing {undo.effect.tool} (step "
                     f"{undo.effect.step}) with {undo.tool} failed: {undo.error}; manual "
-                    "intervention required", compensation.alert_details(undo), cause=undo.key)
+                    "intervention required", _undo_details(undo), cause=undo.key)
 
 
 SPIKE_BASELINE_RUNS = 10  # the median of this many completed runs is the job's usual cost
@@ -283,3 +225,9 @@ def _after_run(run: RunContext, ending: Ending) -> str | None:
     except errors.StateError as exc:
         return f"the pause state could not be updated: {exc}"
     return None
+
+
+def _undo_details(undo: Undo) -> dict[str, Any]:
+    """A failed compensation's alert details."""
+    return {"tool": undo.effect.tool, "step": undo.effect.step, "args": undo.effect.args,
+            "compensate": undo.tool, "key": undo.key, "error": undo.error}

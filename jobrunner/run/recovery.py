@@ -4,6 +4,7 @@ ended: stale holders (alert once, or terminate), crashed holders, auto-pause, re
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -33,11 +34,21 @@ def record_crash(project: Any, store: State, meta: dict[str, Any], job: Any = No
             status="crashed", ended_at=row.ended_at or iso(utcnow()), stop_reason=reason,
             report=f"run {run_id} ({where}) {how}", exit_code=errors.EXIT_FAILED)
         if job is not None and changed and row.status == "running":
-            memory_store.note_crash(project, job, meta,
-                                    keep=lambda: agent_history(project, job.agent))
+            keep = functools.partial(agent_history, project, job.agent)
+            memory_store.note_crash(project, job, meta, keep, then=functools.partial(
+                _share_note, project, store, job.agent, f"crash-{run_id}", keep))
     alerts.emit(project, "run.crashed", job if job is not None else meta.get("job"), run_id,
                 f"run {run_id} of {meta.get('job')} {how} ({where})",
                 {"lock": meta, "stop_reason": reason}, cause=run_id or "", once=True)
+
+
+def _share_note(project: Any, store: State, agent: str, source: str, keep: Any,
+                path: Any) -> None:
+    """On a state several hosts share, the crash note is the memory's next version."""
+    if store.shares_memory:
+        from jobrunner.memory import shared
+
+        shared.push(project, store, agent, path, source, keep)
 
 
 def handle_left_behind(project: Any, store: State, lock: RunLock, meta: dict[str, Any],

@@ -10,7 +10,7 @@ from jobrunner.events import Status
 if TYPE_CHECKING:
     from jobrunner.config.jobfile import Job
     from jobrunner.redact import Redactor
-    from jobrunner.run.outcome import Ending
+    from jobrunner.run.ending import Ending
     from jobrunner.state.records import Entry
 
 HELPER_NAMES = {"gate": "the semantic gate", "summary": "context summaries"}
@@ -72,9 +72,7 @@ def build_report(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> s
         # A reply that stopped arriving: what it had said when it was cut.
         text = " ".join(tally.cut_text.split())
         lines.append(f"  cut-off reply: {text[:400]}{'...' if len(text) > 400 else ''}")
-    from jobrunner.run.compensation import report_lines
-
-    lines += report_lines(ending)
+    lines += _undo_lines(ending)
     helpers = "; ".join(f"{HELPER_NAMES.get(p, p)}: {n} call{'s' if n != 1 else ''}, "
                         f"${tally.helper_cost_usd.get(p, 0.0):.4f}"
                         for p, n in tally.helper_calls.items())
@@ -109,3 +107,23 @@ def in_doubt_report(job: Job, run_id: str, entries: list[Entry]) -> str:
                      "(it happened) or --not-done (it did not)")
     lines.append(f"  trace: jobrunner show {run_id}")
     return "\n".join(lines)
+
+
+def _undo_lines(ending: Ending) -> list[str]:
+    """The report's account of what was undone and what was not."""
+    lines: list[str] = []
+    if ending.undone:
+        lines.append("  undone (newest first):")
+        for undo in ending.undone:
+            how = "ok" if undo.ok else f"FAILED: {undo.error} - manual intervention required"
+            if undo.already:
+                how = "ok (already done)"
+            lines.append(f"    step {undo.effect.step}: {undo.effect.tool} undone by "
+                         f"{undo.tool}: {how}")
+    if ending.not_undone:
+        why = f" ({ending.undo_note})" if ending.undo_note else " (no compensation declared)"
+        lines.append("  not undone" + why + ": " + "; ".join(
+            f"step {e.step}: {e.tool}" for e in ending.not_undone))
+    elif ending.undo_note:
+        lines.append(f"  {ending.undo_note}")
+    return lines

@@ -29,7 +29,8 @@ from jobrunner.locks.file import (
     is_stale,
 )
 from jobrunner.run.agent import LOST, TERM_ARMED, Terminated, day_start, with_agent
-from jobrunner.run.outcome import Ending, RunContext, RunOutcome, conclude
+from jobrunner.run.ending import Ending
+from jobrunner.run.outcome import RunContext, RunOutcome, conclude
 from jobrunner.state.records import RunRecord
 
 __all__ = ["RunOutcome", "new_run_id", "run_job"]

@@ -23,8 +23,8 @@ from jobrunner.models.pricing import Price
 from jobrunner.redact import Redactor
 from jobrunner.run import guards, prompt
 from jobrunner.run.calls import Calls
+from jobrunner.run.ending import Ending
 from jobrunner.run.model_calls import Helper, ModelCalls
-from jobrunner.run.outcome import Ending
 from jobrunner.run.semantic_gate import SemanticGate
 from jobrunner.run.summaries import Summaries
 from jobrunner.run.tally import Tally

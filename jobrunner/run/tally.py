@@ -68,3 +68,15 @@ class Tally:
     # tokens and cost are in `usage` and `cost_usd` too.
     helper_calls: dict[str, int] = field(default_factory=dict)
     helper_cost_usd: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Undo:
+    """One compensation as it went."""
+
+    effect: Effect
+    tool: str  # the compensating tool
+    key: str  # its ledger key
+    ok: bool
+    error: str = ""
+    already: bool = False  # the ledger says it was done already

@@ -10,15 +10,16 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
 
+from jobrunner.errors import JobrunnerError
+
 # The declaration is configuration; it is re-exported here with the rest of MCP's names.
-from jobrunner.config.mcp import (  # noqa: F401
+from jobrunner.formats.mcp import (  # noqa: F401
     SAFE_ENV,
     SERVER_NAME_MAX,
     McpServerConfig,
     ServerName,
     server_name_problem,
 )
-from jobrunner.errors import JobrunnerError
 from jobrunner.tools.api import Risk
 
 MODEL_NAME_MAX = 64  # the Messages API's tool names: [a-zA-Z0-9_-]{1,64}

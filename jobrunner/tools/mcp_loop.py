@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from jobrunner.config.mcp import McpServerConfig
+from jobrunner.formats.mcp import McpServerConfig
 from jobrunner.tools import mcp_process
 from jobrunner.tools.mcp_config import McpListError, McpStartError
 

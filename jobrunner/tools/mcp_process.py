@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jobrunner.config.mcp import SAFE_ENV, McpServerConfig
 from jobrunner.errors import ConfigError
+from jobrunner.formats.mcp import SAFE_ENV, McpServerConfig
 from jobrunner.tools import mcp_guard
 from jobrunner.tools.mcp_config import McpStartError
 

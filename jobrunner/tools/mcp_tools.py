@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobrunner.config.mcp import McpServerConfig
+from jobrunner.formats.mcp import McpServerConfig
 from jobrunner.tools.api import ToolResult, ToolSpec, policy_problems, tightened
 from jobrunner.tools.mcp_config import McpListError, McpServerError, McpTool
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
-from jobrunner.config.validation import Duration, StrictModel
+from jobrunner.formats.validation import Duration, StrictModel
 
 # What a stdio server inherits from jobrunner's environment, when set; everything else it
 # gets comes from its `env` table and `secrets_env` list. (A superset of the SDK's own

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from jobrunner.config.tomlpos import key_lines, line_of
+from jobrunner.formats.tomlpos import key_lines, line_of
 
 # Job and agent names: safe as file names and crontab arguments.
 JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
