@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner import errors
 from jobrunner.clock import iso, utcnow
@@ -31,6 +31,9 @@ from jobrunner.locks.file import (
 )
 from jobrunner.run.outcome import Ending, RunContext, RunOutcome, conclude, failure_line
 from jobrunner.state.records import RunRecord
+
+if TYPE_CHECKING:
+    from jobrunner.models import ModelClient
 
 __all__ = ["RunOutcome", "new_run_id", "run_job"]
 
@@ -58,10 +61,12 @@ def day_start(job: Job, now: datetime) -> datetime:
 
 
 def run_job(project: Project, name: str, trigger: str = "manual",
-            slot: datetime | None = None, now: datetime | None = None) -> RunOutcome:
+            slot: datetime | None = None, now: datetime | None = None,
+            client: ModelClient | None = None) -> RunOutcome:
     """Run one session of job `name` now, under its lock. Raises ConfigError (nothing run
     or written) for a bad job or a missing key; every other outcome is recorded and
-    returned."""
+    returned. `client` replaces the one the job's `model` names (an embedding program's
+    own model client, or a scripted one)."""
     from jobrunner.memory.format import refuse_symlinks
 
     job = load_job(project, name)
@@ -87,7 +92,7 @@ def run_job(project: Project, name: str, trigger: str = "manual",
                 _did_not_start(job, lambda: lock.mark_held(run.run_id, job.name,
                                                            trigger=trigger))
                 with _held(lock, job, project), _sigterm_unwinds():
-                    ending = _session(run)
+                    ending = _session(run, client)
                     outcome = conclude(run, ending)
             except errors.StateError:
                 if run.slot is not None and not run.started:
@@ -227,7 +232,7 @@ def _sigterm_unwinds() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _session(run: RunContext) -> Ending:
+def _session(run: RunContext, client: ModelClient | None) -> Ending:
     """Record the run `running`, then the session under the agent's lock, then the memory
     rewrite; whatever interrupts it becomes its Ending (Ctrl-C is recorded, then raised)."""
     from jobrunner.models import client_for
@@ -238,7 +243,7 @@ def _session(run: RunContext) -> Ending:
     # What can still refuse the job's configuration (a broken replay script) runs before
     # anything is recorded: exit 2 writes nothing. Tool files were loaded by load_job.
     tools = job_tools(project, job)
-    client = client_for(job.spec.model, project.root)
+    client = client or client_for(job.spec.model, project.root)
     price = project.settings.prices().get(job.spec.model, REPLAY_PRICE)
     _start(run)
     try:
