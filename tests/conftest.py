@@ -1,5 +1,6 @@
-"""Shared fixtures: every test gets its own project and state dir; the model is the real
-anthropic SDK talking HTTP to a local fake Messages API; the CLI is the installed one."""
+"""Shared fixtures: every test gets its own project and state dir. `project` drives the
+installed CLI, its model the real anthropic SDK talking HTTP to a local fake Messages API;
+`inproc` runs the runner in this process with a scripted model (tests/inprocess.py)."""
 
 from __future__ import annotations
 
@@ -23,17 +24,16 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = "sk-ant-test-0123456789abcdef"  # a fake key: tests check it never leaks
 
 
-def wait_for(condition, timeout: float = 60.0, what: str = "condition",
-             interval: float = 0.05):
+def wait_for(condition, timeout: float = 60.0, *, what: str, interval: float = 0.05):
     """Poll until `condition()` is truthy and return its value; fail the test at the
-    timeout, naming what it waited for."""
+    timeout, naming what it waited for. The one way a test waits for something."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 @contextmanager
@@ -117,6 +117,12 @@ class Project:
         assert result.code == 0, result.stderr
         return result.json()
 
+    def trace(self, run_id: str) -> list[dict]:
+        """A run's trace events, from `jobrunner show RUN --json`."""
+        result = self.run("show", run_id, "--json")
+        assert result.code == 0, result.stderr
+        return result.json()["trace"]
+
     def memory(self, agent: str) -> str:
         return (self.root / "memory" / agent / "MEMORY.md").read_text(encoding="utf-8")
 
@@ -125,6 +131,13 @@ class Project:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast layer is every test that runs in this process (`pytest -m inprocess`)."""
+    for item in items:
+        if "inproc" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.inprocess)
 
 
 @pytest.fixture(autouse=True)
@@ -159,6 +172,15 @@ def project(tmp_path: Path, fake_api: FakeMessagesAPI) -> Project:
         "PYTHONDONTWRITEBYTECODE": "1",
     })
     return Project(root=root, state=state, env=env)
+
+
+@pytest.fixture
+def inproc(tmp_path: Path) -> Iterator[Project]:
+    """An empty project for runs in this process (see tests/inprocess.py)."""
+    from tests.inprocess import in_process_project
+
+    with in_process_project(tmp_path) as project:
+        yield project
 
 
 @pytest.fixture
