@@ -175,7 +175,7 @@ class InProcessProject(Project):
 
     def runs(self, job: str | None = None) -> list[dict]:
         """As `jobrunner runs --json` lists them, newest first."""
-        return [r.as_json() for r in self._project().store().list_runs(job, 1000)]
+        return self.recorded_runs(job)
 
     def trace(self, run_id: str) -> list[dict]:
         """As `jobrunner show RUN --json` gives the trace."""

@@ -61,7 +61,7 @@ def test_daemon_fires_survives_reloads_and_stops_cleanly(project, tmp_path):
                  what="the edited job reloaded")
 
         def story_told():
-            runs = project.runs()
+            runs = project.recorded_runs()
             by_job: dict[str, list[dict]] = {}
             for run in sorted(runs, key=lambda r: r["started_at"]):
                 by_job.setdefault(run["job"], []).append(run)
@@ -73,7 +73,7 @@ def test_daemon_fires_survives_reloads_and_stops_cleanly(project, tmp_path):
                 return by_job
             return None
 
-        by_job = wait_for(story_told, 150, what="two minutes of firings")
+        by_job = wait_for(story_told, 150, what="two minutes of firings", interval=0.5)
         assert daemon.poll() is None, log()
 
         # Fired by the daemon, once per slot, each slot a minute boundary.

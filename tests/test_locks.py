@@ -139,7 +139,7 @@ def test_a_run_past_stale_after_alerts_once_and_later_runs_exit_75(holding, fake
     try:
         wait_for(holding.sessions, what="the session to reach its tool")
         wait_for(lambda: holding.run("locks", "--json").json()[0]["state"] == "stale", 30,
-                 what="the lock to turn stale")
+                 what="the lock to turn stale", interval=0.25)
         refused = holding.run("unlock", "slow")
         assert refused.code == 1 and "not unlocked" in refused.stderr
         for _ in range(3):  # three cron ticks
@@ -168,7 +168,7 @@ def test_on_stale_terminate_stops_the_holder_and_runs(holding, fake_api):
     try:
         wait_for(holding.sessions, what="the session to reach its tool")
         wait_for(lambda: holding.run("locks", "--json").json()[0]["state"] == "stale", 30,
-                 what="the lock to turn stale")
+                 what="the lock to turn stale", interval=0.25)
         fake_api.enqueue(*session_turns(hold=False))
         ran = holding.run("run", "hung")
         assert ran.code == 0, ran.stderr
@@ -192,7 +192,7 @@ def test_check_stops_a_stale_holder_under_terminate(holding, fake_api):
     try:
         wait_for(holding.sessions, what="the session to reach its tool")
         wait_for(lambda: holding.run("locks", "--json").json()[0]["state"] == "stale", 30,
-                 what="the lock to turn stale")
+                 what="the lock to turn stale", interval=0.25)
         checked = holding.run("check")
         assert checked.code == 1
         assert "stopped it and recorded it crashed" in checked.stdout, checked.stdout

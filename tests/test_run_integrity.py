@@ -92,7 +92,7 @@ def test_a_thread_a_tool_leaves_running_does_not_keep_the_command_alive(project,
     fake_api.enqueue(tool_turn([("background", {"seconds": 600})]), *ending())
     proc = project.popen("run", "bg")
     with reaped(proc):
-        wait_for(lambda: [r["status"] for r in project.runs()] == ["completed"], 60,
+        wait_for(lambda: [r["status"] for r in project.recorded_runs()] == ["completed"], 60,
                  what="the run to be recorded completed")
         out, err = proc.communicate(timeout=30)  # ended with the run, not with the thread
     assert proc.returncode == 0, err
