@@ -16,6 +16,10 @@ from jobrunner.scheduling.crontab import system_timezone
 from tests.conftest import wait_for
 from tests.schedule_helpers import replay_job
 
+# The user's one crontab and the machine's one cron daemon: these tests run one at a time,
+# in one worker, when the suite runs in parallel.
+pytestmark = pytest.mark.xdist_group("crontab")
+
 needs_crontab = pytest.mark.skipif(shutil.which("crontab") is None,
                                    reason="the `crontab` command (Debian package cron) is absent")
 
