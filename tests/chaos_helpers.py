@@ -1,12 +1,9 @@
-"""Helpers of the chaos tests: a real local SMTP server that counts deliveries, and
-waiting on conditions without sleeping as an assertion."""
+"""Helpers of the chaos tests: a real local SMTP server that counts deliveries."""
 
 from __future__ import annotations
 
 import socket
 import threading
-import time
-from collections.abc import Callable
 from email import message_from_bytes
 
 
@@ -42,15 +39,3 @@ class SmtpSink:
     def subjects(self) -> list[str]:
         with self._lock:
             return [m["Subject"] for m in self.messages]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 30.0,
-             interval: float = 0.01) -> object:
-    """Poll until `condition()` is truthy; returns its value, or None at the timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return None

@@ -1,5 +1,6 @@
-"""Shared fixtures: every test gets its own project and state dir; the model is the real
-anthropic SDK talking HTTP to a local fake Messages API; the CLI is the installed one."""
+"""Shared fixtures: every test gets its own project and state dir. `project` drives the
+installed CLI, its model the real anthropic SDK talking HTTP to a local fake Messages API;
+`inproc` runs the runner in this process with a scripted model (tests/inprocess.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,17 +28,16 @@ REPO = Path(__file__).resolve().parent.parent
 TEST_KEY = "sk-ant-test-0123456789abcdef"  # a fake key: tests check it never leaks
 
 
-def wait_for(condition, timeout: float = 60.0, what: str = "condition",
-             interval: float = 0.05):
+def wait_for(condition, timeout: float = 60.0, *, what: str, interval: float = 0.05):
     """Poll until `condition()` is truthy and return its value; fail the test at the
-    timeout, naming what it waited for."""
+    timeout, naming what it waited for. The one way a test waits for something."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 @contextmanager
@@ -52,6 +53,61 @@ def reaped(proc: subprocess.Popen):
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+class Lines:
+    """A child's text stream read line by line in a thread of its own, so that a test
+    waiting for a line is bounded by its timeout even if the child goes silent (and
+    fails at once if the stream ends)."""
+
+    def __init__(self, stream) -> None:
+        self.seen: list[str] = []
+        self.arrived: list[float] = []  # time.monotonic() as each line came
+        self._next = 0
+        self._ended = False
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream) -> None:
+        try:
+            for line in stream:
+                with self._lock:
+                    self.arrived.append(time.monotonic())
+                    self.seen.append(line)
+        except ValueError:  # the test closed the pipe (see `reaped`): the end, as EOF is
+            pass
+        finally:
+            with self._lock:
+                self._ended = True
+
+    def _take(self) -> tuple[float, str] | None:
+        with self._lock:
+            if self._next < len(self.seen):
+                self._next += 1
+                return self.arrived[self._next - 1], self.seen[self._next - 1]
+            if self._ended:
+                raise AssertionError(f"the output ended after: {''.join(self.seen)}")
+        return None
+
+    def next(self, timeout: float, *, what: str) -> str:
+        """The next line; fails the test if none comes within `timeout` seconds."""
+        return self.next_timed(timeout, what=what)[1]
+
+    def next_timed(self, timeout: float, *, what: str) -> tuple[float, str]:
+        """The next line and when it came (a `time.monotonic()` value)."""
+        return wait_for(self._take, max(timeout, 0.0), what=what, interval=0.02)
+
+    def until(self, text: str, timeout: float = 30.0) -> str:
+        """Skip lines until one holds `text`, and return it."""
+        deadline = time.monotonic() + timeout
+        while text not in (line := self.next(deadline - time.monotonic(),
+                                             what=f"{text!r} in: {self.text()}")):
+            pass
+        return line
+
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self.seen)
 
 
 def jobrunner_executable() -> str:
@@ -120,6 +176,23 @@ class Project:
         assert result.code == 0, result.stderr
         return result.json()
 
+    def recorded_runs(self, job: str | None = None) -> list[dict]:
+        """What `runs` lists, read from the state in this process: cheap enough to poll
+        while the runs themselves go on in other processes."""
+        from jobrunner.config.project import Project as State
+
+        store = State(self.root).store()
+        try:
+            return [r.as_json() for r in store.list_runs(job, 1000)]
+        finally:
+            store.close()
+
+    def trace(self, run_id: str) -> list[dict]:
+        """A run's trace events, from `jobrunner show RUN --json`."""
+        result = self.run("show", run_id, "--json")
+        assert result.code == 0, result.stderr
+        return result.json()["trace"]
+
     def memory(self, agent: str) -> str:
         return (self.root / "memory" / agent / "MEMORY.md").read_text(encoding="utf-8")
 
@@ -128,6 +201,13 @@ class Project:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast layer is every test that runs in this process (`pytest -m inprocess`)."""
+    for item in items:
+        if "inproc" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.inprocess)
 
 
 @pytest.fixture(autouse=True)
@@ -162,6 +242,15 @@ def project(tmp_path: Path, fake_api: FakeMessagesAPI) -> Project:
         "PYTHONDONTWRITEBYTECODE": "1",
     })
     return Project(root=root, state=state, env=env)
+
+
+@pytest.fixture
+def inproc(tmp_path: Path) -> Iterator[Project]:
+    """An empty project for runs in this process (see tests/inprocess.py)."""
+    from tests.inprocess import in_process_project
+
+    with in_process_project(tmp_path) as project:
+        yield project
 
 
 @pytest.fixture

@@ -1,28 +1,21 @@
-"""Small builders shared by the guard tests: tools that log their calls, the end of a run."""
+"""Small builders shared by the guard tests: tools that log their calls, what the model
+was sent, a job's limits."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tests.fake_api import tool_turn
-
-MEMORY = {
-    "current_objective": "Report the day's numbers.",
-    "key_decisions": ["Numbers come from the report tool only."],
-    "what_not_to_do": [],
-    "open_items": [],
-}
-
-# Tools write one JSON line per call to calls.log in the project (the run's cwd), so a test
-# can tell exactly which calls ran.
+# Tools write one JSON line per call to calls.log in the project, so a test can tell exactly
+# which calls ran (found through the run's context: a timed-out call may write after the run).
 TOOLS = '''
 import json, time
 from pathlib import Path
 from jobrunner import ToolResult, tool
+from jobrunner.tools.api import current_context
 
 def _log(name, **args):
-    with open("calls.log", "a") as f:
+    with open(Path(current_context().project_root) / "calls.log", "a") as f:
         f.write(json.dumps({"tool": name, **args}) + "\\n")
 
 @tool(risk="low", side_effect=False)
@@ -67,27 +60,11 @@ def slow(seconds: float) -> str:
 '''
 
 
-def finish(status: str = "completed", summary: str = "Done."):
-    return ("finish", {"status": status, "summary": summary, "established": [],
-                       "assumed": [], "unknown": []})
-
-
-def ending():
-    """The two turns of a well-behaved end: memory, then finish."""
-    return [tool_turn([("update_memory", MEMORY)]), tool_turn([finish()])]
-
-
 def calls(project) -> list[dict]:
     path = Path(project.root) / "calls.log"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def trace(project, run_id: str) -> list[dict]:
-    result = project.run("show", run_id, "--json")
-    assert result.code == 0, result.stderr
-    return result.json()["trace"]
 
 
 def tool_results(request) -> list[dict]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from tests.alert_servers import HttpRecorder, SmtpRecorder, free_port
 from tests.fake_api import tool_turn
-from tests.test_run_path import MEMORY, finish
+from tests.turns import ending
 
 FAILING_TOOL = '''
 from jobrunner import ToolResult, tool
@@ -35,7 +35,7 @@ def fail_turn():
 
 
 def good_turns():
-    return [tool_turn([("update_memory", MEMORY)]), tool_turn([finish()])]
+    return ending()
 
 
 def test_webhook_email_and_command_channels_receive_the_alert(project, fake_api, tmp_path):

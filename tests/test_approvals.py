@@ -7,11 +7,7 @@ import getpass
 import json
 
 from tests.fake_api import tool_turn
-
-MEMORY = {"current_objective": "Handle refunds.", "key_decisions": [],
-          "what_not_to_do": [], "open_items": ["refund waits for approval"]}
-FINISH = {"status": "completed", "summary": "Refund proposed.", "established": [],
-          "assumed": [], "unknown": []}
+from tests.turns import finish, update_memory
 
 REFUND_TOOL = '''
     from pathlib import Path
@@ -40,7 +36,7 @@ def queue_refund(project, fake_api, **keys) -> dict:
         tool_turn([("refund", {"customer": "c-42", "amount": 50000}),
                    ("note", {"text": "refunded"})],
                   text="Customer c-42 complained about a double charge; refunding it."),
-        tool_turn([("update_memory", MEMORY), ("finish", FINISH)]),
+        tool_turn([update_memory(), finish()]),
     )
     ran = project.run("run", "refunds")
     assert ran.code == 4, ran.stderr
@@ -96,7 +92,7 @@ def test_approve_executes_once(project, fake_api):
     # The agent proposing the same refund again gets the recorded result, not a new queue.
     fake_api.enqueue(
         tool_turn([("refund", {"customer": "c-42", "amount": 50000})], text="Refund c-42."),
-        tool_turn([("update_memory", MEMORY), ("finish", FINISH)]),
+        tool_turn([update_memory(), finish()]),
     )
     again = project.run("run", "refunds")
     assert again.code == 0, again.stderr

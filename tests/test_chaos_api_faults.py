@@ -10,13 +10,10 @@ import re
 import threading
 from collections import deque
 
-from tests.fake_api import fault, text_turn, tool_turn
+from tests.fake_api import fault, text_turn
+from tests.turns import ending
 
-MEMORY = {"current_objective": "Stay up.", "key_decisions": [], "what_not_to_do": [],
-          "open_items": []}
-FINISH = {"status": "completed", "summary": "Done despite the API.", "established": [],
-          "assumed": [], "unknown": []}
-OK = [tool_turn([("update_memory", MEMORY)]), tool_turn([("finish", FINISH)])]
+OK = ending()
 
 # job: (faults served first, then the two good turns), expected status, reason, requests
 MATRIX = {

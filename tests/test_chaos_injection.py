@@ -12,6 +12,7 @@ import re
 import unicodedata
 
 from tests.fake_api import tool_turn
+from tests.turns import ending
 
 GUESS = "0123456789ab"  # a guessed nonce of the right shape
 PAYLOADS: list[str | dict] = [
@@ -101,10 +102,6 @@ def _job(project, **limits):
     """, tools=["fetch_page", "wire_money"])
 
 
-MEMORY = {"current_objective": "Read pages.", "key_decisions": [], "what_not_to_do": [],
-          "open_items": []}
-FINISH = {"status": "completed", "summary": "Read.", "established": [], "assumed": [],
-          "unknown": []}
 
 
 def test_no_payload_escapes_its_boundary(project, fake_api):
@@ -112,8 +109,7 @@ def test_no_payload_escapes_its_boundary(project, fake_api):
     _job(project)
     fake_api.enqueue(
         tool_turn([("fetch_page", {"i": i}, f"toolu_page_{i:03d}") for i in range(len(PAYLOADS))]),
-        tool_turn([("update_memory", MEMORY)]),
-        tool_turn([("finish", FINISH)]),
+        *ending(),
     )
     ran = project.run("run", "reader")
     assert ran.code == 0, ran.stderr
@@ -146,8 +142,7 @@ def test_injected_output_cannot_get_a_high_risk_tool_executed(project, fake_api)
     fake_api.enqueue(
         tool_turn([("fetch_page", {"i": i}) for i in range(0, len(PAYLOADS), 3)]),
         tool_turn([("wire_money", {"amount": 1_000_000})], text="The operator authorised it."),
-        tool_turn([("update_memory", MEMORY)]),
-        tool_turn([("finish", FINISH)]),
+        *ending(),
     )
     ran = project.run("run", "reader")
     assert not (project.root / "WIRED").exists()  # never executed

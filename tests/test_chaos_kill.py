@@ -14,7 +14,8 @@ import time
 import pytest
 
 from jobrunner.memory import format as mem
-from tests.chaos_helpers import SmtpSink, wait_for
+from tests.chaos_helpers import SmtpSink
+from tests.conftest import wait_for
 from tests.fake_api import tool_turn
 
 CYCLES = 10
@@ -46,7 +47,8 @@ def smtp():
 
 def _wait_progress(fake_api, proc, requests: int) -> None:
     """Until the run has made `requests` model requests in all (or has exited)."""
-    wait_for(lambda: len(fake_api.message_requests) >= requests or proc.poll() is not None)
+    wait_for(lambda: len(fake_api.message_requests) >= requests or proc.poll() is not None,
+             30, what=f"model request {requests} or the run's end")
 
 
 def _objective(body) -> str:
@@ -116,7 +118,8 @@ def test_kill_nine_anywhere_loses_nothing_and_repeats_nothing(project, fake_api,
             _wait_progress(fake_api, proc, requests_before + k)
             time.sleep(rng.uniform(0, 0.25))
         elif phase == "tool":
-            wait_for(lambda p=proc: (project.root / "in-tool").exists() or p.poll() is not None)
+            wait_for(lambda p=proc: (project.root / "in-tool").exists() or p.poll() is not None,
+                     30, what="the run to be in its tool or ended")
             time.sleep(rng.uniform(0, 0.35))
         elif phase == "side_effect":  # the send and the ledger writes around it
             _wait_progress(fake_api, proc, requests_before + 2)

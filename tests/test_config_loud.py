@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
-from tests.conftest import reaped, wait_for
+from tests.conftest import Lines, reaped, wait_for
 from tests.fake_api import fault, tool_turn
 from tests.schedule_helpers import replay_job
 
@@ -101,17 +101,10 @@ def test_check_alerts_a_missing_key(project):
 def test_daemon_alerts_a_job_file_that_becomes_invalid(project):
     replay_job(project, "good", "0 3 * * *")
     with reaped(project.popen("daemon")) as daemon:
-        lines: list[str] = []
-
-        def said(text: str) -> bool:
-            line = daemon.stderr.readline()
-            lines.append(line)
-            assert daemon.poll() is None, "".join(lines)
-            return text in line
-
-        wait_for(lambda: said("scheduled good"), what="the daemon to schedule good")
+        lines = Lines(daemon.stderr)
+        lines.until("scheduled good", timeout=60)
         project.job("good", schedule="0 3 * * * *")  # six fields: no longer valid
-        wait_for(lambda: said("not scheduled"), what="the daemon to drop good")
+        lines.until("not scheduled", timeout=60)
         wait_for(lambda: invalid_alerts(project), timeout=30, what="a job.invalid alert")
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0

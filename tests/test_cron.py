@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from jobrunner.scheduling.crontab import system_timezone
+from tests.conftest import wait_for
 from tests.schedule_helpers import replay_job
+
+# The user's one crontab and the machine's one cron daemon: these tests run one at a time,
+# in one worker, when the suite runs in parallel.
+pytestmark = pytest.mark.xdist_group("crontab")
 
 needs_crontab = pytest.mark.skipif(shutil.which("crontab") is None,
                                    reason="the `crontab` command (Debian package cron) is absent")
@@ -147,13 +151,10 @@ def test_real_cron_daemon_runs_the_installed_block(project, user_crontab):
     installed = project.run("cron", "--install")
     assert installed.code == 0, installed.stderr
 
-    deadline = time.monotonic() + 135  # the next minute boundary, plus cron's own start-up
-    runs: list[dict] = []
-    while time.monotonic() < deadline and not runs:
-        time.sleep(1)
-        runs = [r for r in project.runs() if r["status"] not in ("running",)]
+    # The next minute boundary, plus cron's own start-up.
+    runs = wait_for(lambda: [r for r in project.recorded_runs() if r["status"] != "running"],
+                    135, what="cron to launch the job and its run to end", interval=0.5)
     set_crontab("")  # stop further launches before asserting
-    assert runs, "cron did not launch the job within two minutes"
     run = runs[-1]
     assert (run["job"], run["trigger"], run["status"]) == ("every-minute", "cron", "completed")
     started = datetime.fromisoformat(run["started_at"].replace("Z", "+00:00"))

@@ -50,17 +50,18 @@ def test_daemon_fires_survives_reloads_and_stops_cleanly(project, tmp_path):
         return log_path.read_text()
 
     try:
-        wait_for(lambda: "scheduled late: 0 0 1 1 *" in log(), 30, "the daemon to start")
+        wait_for(lambda: "scheduled late: 0 0 1 1 *" in log(), 30, what="the daemon to start")
         assert "scheduled steady: * * * * * (UTC), next " in log()
         # A second daemon on the same project refuses to start.
         second = project.run("daemon")
         assert second.code == 75 and "a daemon already runs this project" in second.stderr
 
         replay_job(project, "late", "* * * * *")  # edited while the daemon runs
-        wait_for(lambda: "scheduled late: * * * * *" in log(), 15, "the edited job reloaded")
+        wait_for(lambda: "scheduled late: * * * * *" in log(), 15,
+                 what="the edited job reloaded")
 
         def story_told():
-            runs = project.runs()
+            runs = project.recorded_runs()
             by_job: dict[str, list[dict]] = {}
             for run in sorted(runs, key=lambda r: r["started_at"]):
                 by_job.setdefault(run["job"], []).append(run)
@@ -72,7 +73,7 @@ def test_daemon_fires_survives_reloads_and_stops_cleanly(project, tmp_path):
                 return by_job
             return None
 
-        by_job = wait_for(story_told, 150, "two minutes of firings")
+        by_job = wait_for(story_told, 150, what="two minutes of firings", interval=0.5)
         assert daemon.poll() is None, log()
 
         # Fired by the daemon, once per slot, each slot a minute boundary.

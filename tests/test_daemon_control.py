@@ -6,7 +6,7 @@ import signal
 import time
 from datetime import UTC, datetime
 
-from tests.conftest import jobrunner_executable, reaped
+from tests.conftest import Lines, jobrunner_executable, reaped
 from tests.schedule_helpers import replay_job
 from tests.test_due import daily_at
 
@@ -27,21 +27,11 @@ def test_systemd_unit_runs_this_project_with_absolute_paths(project):
 
 def test_sighup_rereads_job_files_and_the_daemon_keeps_going(project):
     replay_job(project, "nightly", "0 3 * * *")
-    lines: list[str] = []
     with reaped(project.popen("daemon")) as daemon:
-        def read_until(text: str, timeout: float = 30) -> None:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                line = daemon.stderr.readline()
-                lines.append(line)
-                if text in line:
-                    return
-                assert daemon.poll() is None, "".join(lines)
-            raise AssertionError(f"no {text!r} in: {''.join(lines)}")
-
-        read_until("scheduled nightly: 0 3 * * * (UTC)")
+        lines = Lines(daemon.stderr)
+        lines.until("scheduled nightly: 0 3 * * * (UTC)")
         daemon.send_signal(signal.SIGHUP)
-        read_until("reading job files (SIGHUP)")
+        lines.until("reading job files (SIGHUP)")
         assert daemon.poll() is None  # a reload is not a stop
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
@@ -58,15 +48,15 @@ def test_max_concurrent_runs_firings_one_after_another(project):
     # runs go (a `* * * * *` job would fire again if they crossed into the next minute).
     schedule = daily_at(datetime.now(UTC))
     for name in ("one", "two", "three"):
-        replay_job(project, name, schedule, before=[("sleepy", {"seconds": 2})],
+        replay_job(project, name, schedule, before=[("sleepy", {"seconds": 1})],
                    tools=["sleepy"])
     events: list[tuple[str, str]] = []
     with reaped(project.popen("daemon", "--max-concurrent", "1")) as daemon:
+        lines = Lines(daemon.stderr)
         deadline = time.monotonic() + 90
         # Until each job has run (a firing that finds its slot already run is dropped).
         while {n for k, n in events if k == "ended"} != {"one", "two", "three"}:
-            assert time.monotonic() < deadline, events
-            line = daemon.stderr.readline()
+            line = lines.next(deadline - time.monotonic(), what=f"three runs: {events}")
             said = line.partition(" jobrunner daemon: ")[2].split()
             if said[:1] == ["started"] and " for slot " in line:
                 events.append(("started", said[1]))
@@ -94,11 +84,11 @@ def test_jitter_spreads_firings_and_each_waits_what_it_drew(project):
     fired: dict[str, tuple[float, float]] = {}  # name -> (when the line came, jitter drawn)
     waited: dict[str, float] = {}
     with reaped(project.popen("daemon", "--max-concurrent", "8")) as daemon:
+        lines = Lines(daemon.stderr)
         deadline = time.monotonic() + 60
         while len(waited) < len(names):
-            assert time.monotonic() < deadline, (fired, waited)
-            line = daemon.stderr.readline()
-            now = time.monotonic()
+            now, line = lines.next_timed(deadline - time.monotonic(),
+                                         what=f"six runs: {fired}, {waited}")
             said = line.partition(" jobrunner daemon: ")[2].split()
             if said[:1] == ["firing"]:
                 drawn = float(said[-1].rstrip("s")) if "after a jitter of" in line else 0.0

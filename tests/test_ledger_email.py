@@ -12,11 +12,7 @@ import pytest
 from tests.conftest import TEST_KEY
 from tests.fake_api import tool_turn
 from tests.servers import SmtpServer
-
-MEMORY = {"current_objective": "Daily signups email.", "key_decisions": [],
-          "what_not_to_do": [], "open_items": []}
-FINISH = {"status": "completed", "summary": "Emailed the team.", "established": [],
-          "assumed": [], "unknown": []}
+from tests.turns import finish, update_memory
 
 
 @pytest.fixture
@@ -56,7 +52,7 @@ def test_second_run_and_reworded_email_send_nothing_more(daily, smtp, fake_api):
         tool_turn([("send_email", {"to": ["team@example.com"], "subject": "Signups: 147",
                                    "body": "147 signups yesterday. Good day!"})],
                   text="Sending a friendlier summary."),
-        tool_turn([("update_memory", MEMORY), ("finish", FINISH)]),
+        tool_turn([update_memory(), finish()]),
     )
     reworded = daily.run("run", "daily-email")
     assert reworded.code == 0, reworded.stderr

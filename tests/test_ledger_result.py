@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.fake_api import tool_turn
-from tests.schedule_helpers import MEMORY, finish
+from tests.turns import finish, update_memory
 
 BIG_TOOL = '''
 from jobrunner import tool
@@ -18,7 +18,7 @@ def test_a_huge_side_effect_result_is_stored_as_an_excerpt(project, fake_api):
     project.tool_file("export", BIG_TOOL)
     project.job("job", tools=["export"])
     fake_api.enqueue(tool_turn([("export", {"rows": 2_800_000})]),  # about 50 MB
-                     tool_turn([("update_memory", MEMORY), finish()]))
+                     tool_turn([update_memory(), finish()]))
     ran = project.run("run", "job")
     assert ran.code == 0, ran.stderr
     [entry] = project.run("ledger", "--json").json()

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import reaped, wait_for
 from tests.fake_api import tool_turn
-from tests.test_run_path import MEMORY, finish
+from tests.turns import ending
 
 HOLD_TOOL = '''
 import os
@@ -47,7 +47,7 @@ def holding(project, tmp_path):
 
 def session_turns(hold: bool = True):
     turns = [tool_turn([("hold", {"marker": "x"})])] if hold else []
-    return [*turns, tool_turn([("update_memory", MEMORY)]), tool_turn([finish()])]
+    return [*turns, *ending()]
 
 
 @pytest.mark.parametrize("attempt", range(3))
@@ -57,7 +57,7 @@ def test_fifty_simultaneous_runs_make_one_session(holding, fake_api, attempt):
     procs = [holding.popen("run", "busy") for _ in range(50)]
     try:
         # 49 are skipped at once; the one session waits in its tool until they are all done.
-        wait_for(lambda: sum(p.poll() is not None for p in procs) >= 49, 240, "49 exits")
+        wait_for(lambda: sum(p.poll() is not None for p in procs) >= 49, 240, what="49 exits")
         [lock] = holding.run("locks", "--json").json()
         [running] = [r for r in holding.runs("busy") if r["status"] == "running"]
         assert (lock["state"], lock["run_id"]) == ("held", running["id"])
@@ -93,13 +93,13 @@ def test_a_run_waits_out_an_instants_hold_by_locks_or_check(project, fake_api):
     project.job("tick")
     project.run("locks")  # creates the lock files
     lock_path = project.state / "locks" / "job-tick.lock"
-    fake_api.enqueue(tool_turn([("update_memory", MEMORY)]), tool_turn([finish()]))
+    fake_api.enqueue(*ending())
     inspector = RunLock(lock_path.parent, "job-tick")  # what `locks` does, held longer
     assert isinstance(inspector.try_acquire(), Acquired)
     try:
         proc = project.popen("run", "tick")
         wait_for(lambda: _has_open(proc.pid, lock_path) or proc.poll() is not None, 30,
-                 "the run to reach the lock")
+                 what="the run to reach the lock")
         time.sleep(0.1)  # its first, non-blocking attempt has failed by now
     finally:
         inspector.release(keep_meta=True)
@@ -139,7 +139,7 @@ def test_a_run_past_stale_after_alerts_once_and_later_runs_exit_75(holding, fake
     try:
         wait_for(holding.sessions, what="the session to reach its tool")
         wait_for(lambda: holding.run("locks", "--json").json()[0]["state"] == "stale", 30,
-                 "the lock to turn stale")
+                 what="the lock to turn stale", interval=0.25)
         refused = holding.run("unlock", "slow")
         assert refused.code == 1 and "not unlocked" in refused.stderr
         for _ in range(3):  # three cron ticks
@@ -168,7 +168,7 @@ def test_on_stale_terminate_stops_the_holder_and_runs(holding, fake_api):
     try:
         wait_for(holding.sessions, what="the session to reach its tool")
         wait_for(lambda: holding.run("locks", "--json").json()[0]["state"] == "stale", 30,
-                 "the lock to turn stale")
+                 what="the lock to turn stale", interval=0.25)
         fake_api.enqueue(*session_turns(hold=False))
         ran = holding.run("run", "hung")
         assert ran.code == 0, ran.stderr
@@ -192,7 +192,7 @@ def test_check_stops_a_stale_holder_under_terminate(holding, fake_api):
     try:
         wait_for(holding.sessions, what="the session to reach its tool")
         wait_for(lambda: holding.run("locks", "--json").json()[0]["state"] == "stale", 30,
-                 "the lock to turn stale")
+                 what="the lock to turn stale", interval=0.25)
         checked = holding.run("check")
         assert checked.code == 1
         assert "stopped it and recorded it crashed" in checked.stdout, checked.stdout

@@ -29,17 +29,20 @@ def which_version(content: bytes) -> int:
 
 def start_writer(path: Path, first: int) -> int:
     """A child process looping real writes through jobrunner's own `save` until killed
-    (forked, so each of the many kills does not pay for interpreter start-up)."""
+    (forked, so each of the many kills does not pay for interpreter start-up). It says
+    when its first write is done: from then on, any instant is one in the write loop,
+    however slow the disk's syncs are while other tests run."""
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         try:
             os.close(ready_r)
             previous, i = path.read_bytes(), first
-            os.write(ready_w, b"r")
             while True:
                 content = version(i)
                 save(path, content, previous, f"run-{i}", Redactor([]))
+                if i == first:
+                    os.write(ready_w, b"r")
                 previous, i = content, i + 1
         finally:
             os._exit(1)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from tests.conftest import wait_for
 from tests.fake_api import tool_turn
+from tests.session_helpers import tool_results
+from tests.turns import finish, update_memory
 
 HOLD_TOOL = '''
     import pathlib
@@ -26,19 +28,10 @@ HOLD_TOOL = '''
 '''
 
 
-def finish(status="completed"):
-    return ("finish", {"status": status, "summary": "Done.", "established": [], "assumed": [],
-                       "unknown": []})
-
-
 def update(objective="Keep it short.", decisions=(), dont=()):
-    return ("update_memory", {"current_objective": objective, "key_decisions": list(decisions),
-                              "what_not_to_do": list(dont), "open_items": []})
-
-
-def tool_results(request) -> list[dict]:
-    last = request.body["messages"][-1]
-    return [b for b in last["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
+    """An `update_memory` call with these sections (and no open items)."""
+    return update_memory(current_objective=objective, key_decisions=list(decisions),
+                         what_not_to_do=list(dont))
 
 
 def test_a_memory_that_is_not_text_stops_the_run_before_any_model_call(project, fake_api):

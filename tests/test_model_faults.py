@@ -8,7 +8,8 @@ from datetime import datetime
 import pytest
 
 from tests.fake_api import WELL_FORMED_MESSAGE, fault
-from tests.session_helpers import ending, limits, trace
+from tests.session_helpers import limits
+from tests.turns import ending
 
 FAULTS = {
     "429_retry_after": fault(status=429, headers={"retry-after-ms": "50"}),
@@ -30,7 +31,7 @@ def test_fault_is_retried_then_the_run_completes(project, fake_api, name):
     assert ran.code == 0, ran.stderr
     [record] = project.runs()
     assert record["status"] == "completed" and record["steps"] == 2
-    events = trace(project, record["id"])
+    events = project.trace(record["id"])
     requests = [e for e in events if e["event"] == "model.request"]
     assert [(e["step"], e["attempt"]) for e in requests] == [(1, 1), (1, 2), (2, 1)]
     [error] = [e for e in events if e["event"] == "model.error"]
@@ -70,7 +71,7 @@ def test_model_call_timeout_is_cut_to_the_run_time_left(project, fake_api):
     ran = project.run("run", "job", timeout=60)
     assert ran.code == 3 and "ended LIMIT (max_seconds)" in ran.stderr
     [record] = project.runs()
-    [request] = [e for e in trace(project, record["id"]) if e["event"] == "model.request"]
+    [request] = [e for e in project.trace(record["id"]) if e["event"] == "model.request"]
     assert request["timeout"] <= 8
 
 
@@ -111,7 +112,7 @@ def test_a_trickling_server_cannot_hold_the_run_past_its_time(project, fake_api,
             - datetime.fromisoformat(record["started_at"])).total_seconds()
     assert took < 6 + 4, took
     assert "free" in project.run("locks").stdout
-    events = trace(project, record["id"])
+    events = project.trace(record["id"])
     requests = [e for e in events if e["event"] == "model.request"]
     errors = [e for e in events if e["event"] == "model.error"]
     assert requests and [e["attempt"] for e in errors] == [e["attempt"] for e in requests]
@@ -146,7 +147,7 @@ def test_a_reply_of_the_wrong_shape_is_retried(project, fake_api, name):
     assert ran.code == 0, ran.stderr
     [record] = project.runs()
     assert record["status"] == "completed" and record["steps"] == 2
-    [error] = [e for e in trace(project, record["id"]) if e["event"] == "model.error"]
+    [error] = [e for e in project.trace(record["id"]) if e["event"] == "model.error"]
     assert error["kind"] == "malformed" and error["retryable"] is True
     assert problem in error["message"]
 

@@ -23,7 +23,8 @@ from jobrunner.errors import ConfigError
 from jobrunner.otel_export import export_target, run_trace_id
 from tests.conftest import TEST_KEY
 from tests.fake_api import tool_turn
-from tests.session_helpers import MEMORY, TOOLS, finish, trace
+from tests.session_helpers import TOOLS
+from tests.turns import MEMORY, finish
 
 # Exact usage per model call, cache counts included, so the spans can be checked against it.
 USAGE = [
@@ -137,7 +138,7 @@ def one_tool_run(project, fake_api, env: dict[str, str], search: str = "signups"
 def test_trace_events_carry_milliseconds(project, fake_api):
     # Spans are cut from the trace: whole seconds would collapse a run's steps together.
     record = one_tool_run(project, fake_api, {})
-    events = trace(project, record["id"])
+    events = project.trace(record["id"])
     assert events and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", e["at"])
                           for e in events)
 
@@ -206,7 +207,7 @@ def test_a_run_is_exported_as_one_trace(project, fake_api, collector):
     assert secret.encode() not in received
     assert b"signups" not in received  # argument values stay out of the spans
 
-    note = [e for e in trace(project, record["id"]) if e["event"] == "otel.export"]
+    note = [e for e in project.trace(record["id"]) if e["event"] == "otel.export"]
     assert [(n["ok"], n["spans"], n["trace_id"]) for n in note] == [
         (True, 5, spans[0].trace_id.hex())]
 
@@ -237,7 +238,7 @@ def test_a_dead_collector_costs_the_run_nothing(project, fake_api):
     record = one_tool_run(project, fake_api,
                           {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"})
     assert record["status"] == "completed" and record["exit_code"] == 0
-    [note] = [e for e in trace(project, record["id"]) if e["event"] == "otel.export"]
+    [note] = [e for e in project.trace(record["id"]) if e["event"] == "otel.export"]
     assert note["ok"] is False and note["spans"] == 5
     assert "failed" in note["error"] and note["url"].endswith(f":{port}/v1/traces")
 
@@ -250,7 +251,7 @@ def test_a_hanging_collector_is_abandoned_within_the_bound(project, fake_api):
     finally:
         hanging.close()
     assert record["status"] == "completed" and record["exit_code"] == 0
-    [note] = [e for e in trace(project, record["id"]) if e["event"] == "otel.export"]
+    [note] = [e for e in project.trace(record["id"]) if e["event"] == "otel.export"]
     assert note["ok"] is False
     # The exporter's 2 s timeout plus the one-second grace bound the whole export.
     assert 0 < note["duration_s"] <= 3.5
@@ -278,7 +279,7 @@ def test_nothing_configured_imports_no_opentelemetry(project, fake_api):
         proc.stderr
     [record] = project.runs()
     assert record["status"] == "completed"
-    assert not [e for e in trace(project, record["id"]) if e["event"] == "otel.export"]
+    assert not [e for e in project.trace(record["id"]) if e["event"] == "otel.export"]
 
 
 def test_settings_and_environment_choose_the_endpoint(tmp_path):

@@ -8,7 +8,7 @@ import time
 
 from tests.conftest import reaped, wait_for
 from tests.fake_api import tool_turn
-from tests.test_run_path import MEMORY, finish
+from tests.turns import ending
 
 NAP_TOOL = '''
 import time
@@ -89,12 +89,11 @@ def bail(code: int) -> str:
 def test_a_thread_a_tool_leaves_running_does_not_keep_the_command_alive(project, fake_api):
     project.tool_file("leftover", LEFTOVER_TOOLS)
     project.job("bg", tools=["background"])
-    fake_api.enqueue(tool_turn([("background", {"seconds": 600})]),
-                     tool_turn([("update_memory", MEMORY)]), tool_turn([finish()]))
+    fake_api.enqueue(tool_turn([("background", {"seconds": 600})]), *ending())
     proc = project.popen("run", "bg")
     with reaped(proc):
-        wait_for(lambda: [r["status"] for r in project.runs()] == ["completed"], 60,
-                 "the run to be recorded completed")
+        wait_for(lambda: [r["status"] for r in project.recorded_runs()] == ["completed"], 60,
+                 what="the run to be recorded completed")
         out, err = proc.communicate(timeout=30)  # ended with the run, not with the thread
     assert proc.returncode == 0, err
     assert "free" in project.run("locks").stdout

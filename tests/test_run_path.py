@@ -8,18 +8,7 @@ import sys
 
 from tests.conftest import REPO, TEST_KEY, jobrunner_executable
 from tests.fake_api import tool_turn
-
-MEMORY = {
-    "current_objective": "Keep the checks green.",
-    "key_decisions": ["Checks run daily."],
-    "what_not_to_do": [],
-    "open_items": [],
-}
-
-
-def finish(status="completed", summary="All checks done."):
-    return ("finish", {"status": status, "summary": summary, "established": ["checked"],
-                       "assumed": [], "unknown": []})
+from tests.turns import ending, finish, update_memory
 
 
 def test_add_validate_run_runs_show(project, fake_api):
@@ -33,8 +22,9 @@ def test_add_validate_run_runs_show(project, fake_api):
     assert "ok  my-job: next run" in valid.stdout
 
     fake_api.enqueue(
-        tool_turn([("update_memory", MEMORY)], text="Saving memory."),
-        tool_turn([finish()]),
+        tool_turn([update_memory(current_objective="Keep the checks green.",
+                                 key_decisions=["Checks run daily."])], text="Saving memory."),
+        tool_turn([finish(summary="All checks done.", established=["checked"])]),
     )
     ran = project.run("run", "my-job")
     assert ran.code == 0, ran.stderr
@@ -125,8 +115,7 @@ def test_second_concurrent_run_is_skipped(project, fake_api):
             return "done"
     ''')
     project.job("slow", tools=["wait_a_bit"])
-    fake_api.enqueue(tool_turn([("wait_a_bit", {"seconds": 3})]),
-                     tool_turn([("update_memory", MEMORY)]), tool_turn([finish()]))
+    fake_api.enqueue(tool_turn([("wait_a_bit", {"seconds": 3})]), *ending())
     first = project.popen("run", "slow")
     try:
         for _ in range(100):

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from tests.conftest import TEST_KEY
 from tests.fake_api import tool_turn
-from tests.session_helpers import MEMORY, ending, finish
+from tests.turns import MEMORY, ending, finish
 
 # A value with a non-ASCII character and a backslash (the env_file holds it literally),
 # and one with a quote, a space and a slash (set in the environment, named in `secrets`).

@@ -22,6 +22,9 @@ from jobrunner.redact import Redactor
 from jobrunner.state.postgres import MIGRATIONS, LockLost, PostgresState
 from tests.state_contract import StateContract
 
+# One server (a session fixture) for all of them: in parallel runs, one worker takes them.
+pytestmark = pytest.mark.xdist_group("postgres")
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.fake_api import tool_turn
-from tests.test_run_path import MEMORY, finish
+from tests.turns import finish, update_memory
 
 
 def test_tools_run_in_the_project_folder_wherever_jobrunner_starts(project, fake_api, tmp_path):
@@ -30,7 +30,7 @@ def test_tools_run_in_the_project_folder_wherever_jobrunner_starts(project, fake
     project.job("sheet", tools=["sheet", "archive"])
     fake_api.enqueue(tool_turn([("sheet", {})]),
                      tool_turn([("archive", {"name": "november"})]),
-                     tool_turn([("update_memory", MEMORY), finish()]))
+                     tool_turn([update_memory(), finish()]))
     elsewhere = tmp_path / "elsewhere"  # as cron does: `cd /` and --home
     elsewhere.mkdir()
     home = str(project.root)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.fake_api import tool_turn
-from tests.test_run_path import MEMORY, finish
+from tests.turns import ending
 
 GOOD_TOOL = '''
 from jobrunner import tool
@@ -30,8 +30,7 @@ def ingest(day: str) -> str:
 
 
 def good_run_turns():
-    return [tool_turn([("count", {"day": "2026-11-20"})]),
-            tool_turn([("update_memory", MEMORY)]), tool_turn([finish()])]
+    return [tool_turn([("count", {"day": "2026-11-20"})]), *ending()]
 
 
 def two_jobs(project, broken_source: str, broken_name: str = "broken") -> None:

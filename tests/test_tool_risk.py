@@ -8,7 +8,7 @@ import signal
 from jobrunner.tools.api import tool
 from tests.conftest import wait_for
 from tests.fake_api import tool_turn
-from tests.test_run_path import MEMORY, finish
+from tests.turns import ending
 
 # Declared by risk only: whether it is a side effect is left to the default.
 READ_TOOL = '''
@@ -41,7 +41,7 @@ def fetch_turn():
 
 
 def good_turns():
-    return [fetch_turn(), tool_turn([("update_memory", MEMORY)]), tool_turn([finish()])]
+    return [fetch_turn(), *ending()]
 
 
 def test_the_policy_of_each_tier_when_side_effect_is_not_said():

@@ -10,7 +10,7 @@ import signal
 import traceback
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner import errors
 from jobrunner.clock import iso, utcnow
@@ -33,6 +33,9 @@ from jobrunner.run.ending import Ending
 from jobrunner.run.outcome import RunContext, RunOutcome, conclude
 from jobrunner.state.records import RunRecord
 
+if TYPE_CHECKING:
+    from jobrunner.models import ModelClient
+
 __all__ = ["RunOutcome", "new_run_id", "run_job"]
 
 
@@ -46,12 +49,14 @@ def new_run_id(now: datetime | None = None) -> str:
 def run_job(project: Project, name: str, trigger: str = "manual",
             slot: datetime | None = None, now: datetime | None = None,
             run_id: str | None = None, model: str | None = None,
-            gate: GateFactory = LedgerGate) -> RunOutcome:
+            gate: GateFactory = LedgerGate,
+            client: ModelClient | None = None) -> RunOutcome:
     """Run one session of job `name` now, under its lock. Raises ConfigError (nothing run
     or written) for a bad job or a missing key; every other outcome is recorded and
     returned. `run_id` is the id to record it under (default: a new one), for a caller
     that follows the run's trace while it runs. `jobrunner test` gives `model` (a replay
-    script instead of the job's own) and its `gate`."""
+    script instead of the job's own) and its `gate`. `client` replaces the one the job's
+    `model` names (an embedding program's own model client, or a scripted one)."""
     from jobrunner.memory.format import refuse_symlinks
 
     job = load_job(project, name)
@@ -79,7 +84,7 @@ def run_job(project: Project, name: str, trigger: str = "manual",
                 _did_not_start(job, lambda: lock.mark_held(run.run_id, job.name,
                                                            trigger=trigger))
                 with _held(lock, job, project), _sigterm_unwinds():
-                    ending = _session(run)
+                    ending = _session(run, client)
                     outcome = conclude(run, ending)
             except errors.StateError:
                 if run.slot is not None and not run.started:
@@ -229,7 +234,7 @@ def _sigterm_unwinds() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _session(run: RunContext) -> Ending:
+def _session(run: RunContext, client: ModelClient | None) -> Ending:
     """Record the run `running`, then the session under the agent's lock, then the memory
     rewrite; whatever interrupts it becomes its Ending (Ctrl-C is recorded, then raised)."""
     from jobrunner.models import client_for
@@ -239,7 +244,7 @@ def _session(run: RunContext) -> Ending:
     project, job = run.project, run.job
     # What can still refuse the job's configuration (a broken replay script) runs before
     # anything is recorded: exit 2 writes nothing. Tool files were loaded by load_job.
-    client = client_for(job.spec.model, project.root)
+    client = client or client_for(job.spec.model, project.root)
     prices = project.settings.prices()
     price = prices.get(job.spec.model, REPLAY_PRICE)
     helpers = {purpose: Helper(purpose, model, client_for(model, project.root),
