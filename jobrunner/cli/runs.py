@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from datetime import datetime
 
 import typer
 
-from jobrunner.cli.app import app, print_json, project, report_error, table
-from jobrunner.errors import ConfigError, JobrunnerError, NotFoundError
+from jobrunner.cli.app import app, print_json, project, table
+from jobrunner.errors import NotFoundError
 
 
 @app.command()
@@ -27,48 +25,13 @@ def run(
     goes to stderr. Exit codes: 0 completed or skipped, 1 failed/partial/aborted,
     2 configuration error, 3 limit, 4 needs approval, 75 could not run now.
     """
-    from jobrunner.run.runner import run_job
+    # The body is `cli.launch.execute`, which the console entry point also calls
+    # directly for a plain `run` command line (no typer application built).
+    from jobrunner.cli.launch import RunArgs, execute
 
-    if not (due or name) or (due and slot):
-        raise ConfigError("give a job NAME, or --due (optionally with NAME)")
-    proj = project(ctx)
-    try:
-        if due:
-            from jobrunner.scheduling.due import run_due
-
-            code = run_due(proj, [name] if name else None,
-                           trigger="due" if trigger == "manual" else trigger)
-        else:
-            slot_time = _slot(slot) if slot else None
-            outcome = run_job(proj, name, trigger=trigger, slot=slot_time)
-            if outcome.report and (outcome.status not in ("completed", "skipped")
-                                   or outcome.exit_code != 0 or outcome.problems):
-                print(outcome.report, file=sys.stderr)
-            code = outcome.exit_code
-    except JobrunnerError as exc:
-        report_error(exc)
-        code = exc.exit_code
-    from jobrunner.models import abandoned_calls
-    from jobrunner.tools.dispatch import left_running, real_exit
-
-    if left_running() or abandoned_calls():
-        # The run has ended and is recorded: a thread or process a tool left, or an
-        # abandoned model call (its connection still open), must not keep the process
-        # (and cron, or the daemon) waiting for it.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        real_exit(code)
-    raise typer.Exit(code)
-
-
-def _slot(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ConfigError(f"--slot: {text!r} is not an ISO 8601 time") from exc
-    if moment.tzinfo is None:
-        raise ConfigError(f"--slot: {text!r} needs a UTC offset (e.g. 2026-11-23T07:00:00Z)")
-    return moment
+    home = (ctx.find_root().obj or {}).get("home")
+    raise typer.Exit(execute(RunArgs(None if home is None else str(home), name, due,
+                                     trigger, slot)))
 
 
 def _duration(row: dict) -> str:
