@@ -8,11 +8,14 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
 from jobrunner.config.validation import JOB_NAME, Duration, StrictModel
+
+if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 
@@ -141,6 +144,16 @@ class Job:
     @property
     def limits(self) -> Limits:
         return self.spec.limits
+
+    @property
+    def brief(self) -> JobBrief:
+        """What taking the job's lock needs of it (see `config.checked`)."""
+        from jobrunner.config.checked import JobBrief
+
+        return JobBrief(name=self.name, path=self.path, agent=self.agent,
+                        model=self.spec.model, timezone=self.spec.timezone,
+                        stale_after=self.spec.lock.stale_after,
+                        max_cost_usd_per_day=self.limits.max_cost_usd_per_day)
 
     def schedule(self):
         from jobrunner.config.schedule import parse_schedule

@@ -3,14 +3,18 @@ errors, and check what needs the project: its tools, its model, the environment.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from jobrunner.config.jobfile import Job, JobFile, MemoryPolicy, ToolPolicy, merge
+from jobrunner.config.names import JOB_NAME
 from jobrunner.config.project import Project, read_toml
-from jobrunner.config.validation import JOB_NAME, located_errors
 from jobrunner.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
+    from jobrunner.config.jobfile import Job
+
+# The job models (pydantic) are imported where a job is validated, not with this
+# module: a run recalled by its fingerprint takes its lock before building them.
 
 
 def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
@@ -70,6 +74,7 @@ def _tool_problems(job: Job, where: Any, loaded: Any) -> list[str]:
 
 def _policy_problems(job: Job, where: Any, tools: dict[str, Any]) -> list[str]:
     """A job's `[tool.NAME]` tables may tighten a tool's policy, never loosen it."""
+    from jobrunner.config.jobfile import ToolPolicy
     from jobrunner.tools.api import policy_problems
 
     problems = []
@@ -84,6 +89,11 @@ def _policy_problems(job: Job, where: Any, tools: dict[str, Any]) -> list[str]:
 
 def load_job(project: Project, name: str) -> Job:
     """Read, merge with defaults and validate one job; ConfigError lists every problem."""
+    from pydantic import ValidationError
+
+    from jobrunner.config.jobfile import Job, JobFile, merge
+    from jobrunner.config.validation import located_errors
+
     if not JOB_NAME.match(name):
         raise ConfigError(f"{name!r}: job names match [a-z0-9][a-z0-9_-]{{0,63}}")
     path = project.job_path(name)
@@ -114,26 +124,27 @@ NO_KEY = ("needs an Anthropic API key: set ANTHROPIC_API_KEY in the environment,
           'for an offline run use model = "replay:PATH"')
 
 
-def environment_problems(project: Project, job: Job) -> list[str]:
+def environment_problems(project: Project, job: Job | JobBrief) -> list[str]:
     """What the environment lacks for the job to run, checked before anything is run or
     recorded: the project's env_file is readable and private (ConfigError otherwise), and a
     job on an Anthropic model has a key. A missing key is the operator's to fix: it must
     not reach the model, the agent's memory or the job's pause count."""
     import os
 
+    brief = job.brief
     project.load_env()
-    if job.spec.model.startswith("replay:"):
+    if brief.model.startswith("replay:"):
         return []
     if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
         return []
     from jobrunner.config.tomlpos import key_lines, line_of
 
     try:
-        text = job.path.read_text(encoding="utf-8")
+        text = brief.path.read_text(encoding="utf-8")
         line = line_of(key_lines(text), ("model",))
     except (OSError, UnicodeDecodeError):
         line = 1
-    return [f"{job.path}:{line}: model: {job.spec.model} {NO_KEY}"]
+    return [f"{brief.path}:{line}: model: {brief.model} {NO_KEY}"]
 
 
 def load_all(project: Project) -> tuple[list[Job], list[str]]:
@@ -175,4 +186,6 @@ def agent_history(project: Project, agent: str) -> int:
             continue
         if job.agent == agent:
             counts.append(job.spec.memory.history)
+    from jobrunner.config.jobfile import MemoryPolicy
+
     return max(counts, default=MemoryPolicy().history)

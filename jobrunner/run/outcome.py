@@ -20,6 +20,7 @@ from jobrunner.events import AlertEvent, Status, StopReason
 from jobrunner.state.records import RunRecord
 
 if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
     from jobrunner.config.jobfile import Job
     from jobrunner.config.project import Project
     from jobrunner.run.heartbeat import Pinger
@@ -115,7 +116,7 @@ class RunContext:
     """One run as the runner carries it from step to step."""
 
     project: Project
-    job: Job
+    job: Job | None  # None until validated in full (a run recalled by its fingerprint)
     store: State
     run_id: str
     trigger: str
@@ -123,6 +124,13 @@ class RunContext:
     now: datetime
     trace: Trace | None = None  # once the run is recorded `running`
     pinger: Pinger | None = None
+    brief: JobBrief = None  # type: ignore[assignment] - the job's own unless given
+
+    def __post_init__(self) -> None:
+        if self.brief is None:
+            if self.job is None:
+                raise ValueError("a run needs its job or the job's brief")
+            self.brief = self.job.brief
 
     @property
     def started(self) -> bool:
@@ -146,10 +154,10 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
     """Record, trace, alert and ping the end of a run, once. A state disk that refuses
     the trace or the record is reported, never raised: the lock's release record then
     carries the end for the next run to record."""
-    from jobrunner.alerts import outbox as alerts
     from jobrunner.run.report import report_for
 
-    job, store = run.job, run.store
+    # A refusal before the lock may have only the brief (all a refusal's record needs).
+    job, store = run.job or run.brief, run.store
     problems = list(ending.problems)
     report = store.redactor.text(report_for(job, run.run_id, ending, store.redactor))
     notes = [*ending.notes, *problems]
@@ -182,9 +190,11 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
         report = "\n".join([report, problems[-1]]).strip()
     event = ALERT_BY_STATUS.get(ending.status)
     if event:
+        from jobrunner.alerts import outbox as alerts
+
         first = report.splitlines()[0] if report else \
             f"{job.name}: {ending.status} ({ending.reason})"
-        alerts.emit(run.project, event, job, run.run_id, first,
+        alerts.emit(run.project, event, run.job or job.name, run.run_id, first,
                     {"status": ending.status, "stop_reason": ending.reason, "report": report},
                     cause=ending.reason)
     if run.started and (refused := _after_run(run, ending)):
@@ -208,9 +218,9 @@ def _record(run: RunContext, fields: dict[str, Any]) -> bool:
             run.store.update_run(run.run_id, **fields)
         else:
             run.store.insert_run(RunRecord(
-                id=run.run_id, job=run.job.name, agent=run.job.agent, trigger=run.trigger,
+                id=run.run_id, job=run.brief.name, agent=run.brief.agent, trigger=run.trigger,
                 slot=iso(run.slot), started_at=fields["ended_at"], pid=os.getpid(),
-                host=this_host(), model=run.job.spec.model, **fields))
+                host=this_host(), model=run.brief.model, **fields))
     except errors.StateError:
         if not run.started:
             raise  # a refusal the state cannot take: nothing else happened to tell

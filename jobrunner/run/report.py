@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING
 from jobrunner.events import Status
 
 if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
     from jobrunner.config.jobfile import Job
     from jobrunner.redact import Redactor
     from jobrunner.run.outcome import Ending
     from jobrunner.state.records import Entry
 
-def report_for(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> str:
+def report_for(job: Job | JobBrief, run_id: str, ending: Ending, redactor: Redactor) -> str:
     """The report a run's record, stderr and alert carry: for a run that stopped before
     any session, its one paragraph; for a session that did not complete, the whole
     stop-and-report; for one that did, its medium-risk actions, if any."""
@@ -26,7 +27,7 @@ def report_for(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> str
     return build_report(job, run_id, ending, redactor)
 
 
-def build_report(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> str:
+def build_report(job: Job | JobBrief, run_id: str, ending: Ending, redactor: Redactor) -> str:
     """Why the run ended, at which step, every tool call and its outcome, the agent's own
     account or last words, and what it spent."""
     tally = ending.tally
