@@ -11,10 +11,10 @@ its lock on the brief and validates in full only once it holds the lock. Any cha
 an input makes the fingerprint differ, and the run validates in full first, as always.
 
 The fingerprint covers: the job file and jobrunner.toml (bytes), every file under
-jobs/tools/ (bytes), the system time zone (a job's default), the Python version and
-jobrunner's own code (version, and the size and time of each of its modules). The
-replay script a brief names must still exist. What a tool file imports from outside
-jobs/tools/ is not covered: a run that takes the lock imports the tool files anew.
+jobs/tools/ (bytes), the system time zone (a job's default), and the installed code
+(`installed.code_stamp`: Python, jobrunner's modules, the library folders). The replay
+script a brief names must still exist. What a tool file imports from outside jobs/tools/
+is not covered: a run that takes the lock imports the tool files anew.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import functools
 import hashlib
 import json
 import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,32 +50,10 @@ class JobBrief:
 
 @functools.cache
 def _code_stamp() -> str:
-    """jobrunner's version and the size and time of each of its modules (an upgrade, or
-    an edit of an editable install, validates every job in full again)."""
-    import jobrunner
+    """The installed code, once per process (see `installed.code_stamp`)."""
+    from jobrunner.installed import code_stamp
 
-    digest = hashlib.sha256(f"{jobrunner.__version__} {sys.version}".encode())
-    for path, info in _files(Path(jobrunner.__file__).parent, ".py"):
-        digest.update(f"{path} {info.st_size} {info.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def _files(folder: Path, suffix: str = "") -> list[tuple[str, os.stat_result]]:
-    """Every file under `folder` (sorted, bytecode caches left out), with its stat."""
-    found: list[tuple[str, os.stat_result]] = []
-    stack = [str(folder)]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:
-            continue  # absent (no tools folder) or unreadable: nothing under it counts
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                if entry.name != "__pycache__":
-                    stack.append(entry.path)
-            elif entry.name.endswith(suffix):
-                found.append((entry.path, entry.stat()))
-    return sorted(found, key=lambda item: item[0])
+    return code_stamp()
 
 
 def _content(digest: Any, path: Path | str) -> None:
@@ -90,13 +67,14 @@ def _content(digest: Any, path: Path | str) -> None:
 def fingerprint(project: Any, name: str) -> str:
     """The digest of everything a full validation of job `name` reads."""
     from jobrunner.config.schedule import system_timezone
+    from jobrunner.installed import files_under
 
     digest = hashlib.sha256(f"{FORMAT} {_code_stamp()} {name}\n".encode())
     digest.update(f"tz {system_timezone()}\n".encode())
     for path in (project.job_path(name), project.settings_path):
         digest.update(f"file {path}\n".encode())
         _content(digest, path)
-    for path, _ in _files(project.tools_dir):
+    for path, _ in files_under(project.tools_dir):
         digest.update(f"tool {path}\n".encode())
         _content(digest, path)
     return digest.hexdigest()
