@@ -25,6 +25,31 @@ BIN = Path(sys.executable).parent
 TEST_KEY = "sk-ant-bench-0123456789abcdef"
 
 
+# A checkout of the commit to compare with (`python -m bench --baseline DIR`): its
+# `jobrunner` package, run by this same interpreter and libraries (PYTHONPATH first).
+BASELINE: dict[str, Path | None] = {"dir": None}
+
+
+def baseline_env(env: dict[str, str]) -> dict[str, str] | None:
+    """`env` running the baseline checkout's code, or None when no baseline was given."""
+    folder = BASELINE["dir"]
+    if folder is None:
+        return None
+    return {**env, "PYTHONPATH": str(folder)}
+
+
+def baseline_commit() -> str:
+    """The baseline checkout's short commit ("" without one)."""
+    folder = BASELINE["dir"]
+    if folder is None:
+        return ""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=folder,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
 def jobrunner_cmd() -> list[str]:
     """The installed console script next to this interpreter, as cron would call it."""
     script = BIN / "jobrunner"

@@ -281,3 +281,43 @@ def test_a_hand_run_of_a_rare_schedule_stands_for_its_last_slot():
     now = datetime(2026, 12, 2, tzinfo=UTC)
     assert manual_slot(parse_schedule("0 0 29 2 */7", "UTC"), now) == datetime(
         2004, 2, 29, tzinfo=UTC)
+
+
+def _every_slot(schedule, after: datetime, hours: int) -> list[datetime]:
+    """Every fire time in (after, after + hours], found the slow way: each wall-clock
+    minute of the days around it that matches the fields, mapped to its instant."""
+    zone = schedule.zone
+    first = (after.astimezone(zone) - timedelta(days=1)).replace(tzinfo=None, second=0,
+                                                                 microsecond=0)
+    end = after + timedelta(hours=hours)
+    found = set()
+    for step in range(0, (hours + 30) * 60):
+        naive = first + timedelta(minutes=step)
+        if naive.minute in schedule.minutes and naive.hour in schedule.hours and \
+                naive.day in schedule._month_days(naive.year, naive.month) and \
+                naive.month in schedule.months:
+            instant = schedule._instant(naive)
+            if after < instant <= end:
+                found.add(instant)
+    return sorted(found)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "America/New_York",
+                                  "Australia/Lord_Howe", "Asia/Kolkata"])
+@pytest.mark.parametrize("expression", ["* * * * *", "30 2 * * *", "*/7 1-3 * * *",
+                                        "0 * * * 0", "45 0,1,2,3 * * *"])
+def test_fire_times_match_every_minute_checked_around_each_dst_shift(expression, zone):
+    """The daemon asks for the next fire time of every job at every firing, so wall
+    times that cannot fire are skipped; checked here against every minute, on the days
+    around each shift of 2026 (and ordinary days), at times inside, at and around it."""
+    schedule = parse_schedule(expression, zone)
+    moments = []
+    for day in ("2026-03-08", "2026-03-29", "2026-04-05", "2026-10-04", "2026-10-25",
+                "2026-11-01", "2026-06-15"):
+        start = utc(day + "T00:00:00") - timedelta(hours=12)
+        moments += [start + timedelta(minutes=m, seconds=17) for m in range(0, 36 * 60, 71)]
+    for after in moments:
+        expected = _every_slot(schedule, after, 6)
+        got = [t for t in schedule.next_times(after, len(expected) + 1)
+               if t <= after + timedelta(hours=6)]
+        assert got == expected, (expression, zone, after)

@@ -42,7 +42,7 @@ def add(
     """Scaffold jobs/NAME.toml and memory/NAME/MEMORY.md (never overwrites either)."""
     from jobrunner.config.jobfile import _system_timezone
     from jobrunner.config.schedule import ScheduleError, parse_schedule
-    from jobrunner.formats.validation import JOB_NAME
+    from jobrunner.formats.names import JOB_NAME
     from jobrunner.memory import format as memory
 
     proj = project(ctx)

@@ -29,7 +29,7 @@ def _agent(proj: Any, agent: str) -> tuple[Path, int]:
     jobs that name it (so the file fits every one of them)."""
     from jobrunner.config.jobfile import MemoryPolicy
     from jobrunner.config.jobs import load_all
-    from jobrunner.formats.validation import JOB_NAME
+    from jobrunner.formats.names import JOB_NAME
     from jobrunner.memory.format import memory_path, refuse_symlinks
 
     if not JOB_NAME.match(agent):

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from datetime import datetime
 from typing import NoReturn
 
 import typer
 
-from jobrunner.cli.app import app, find_run, print_json, project, report_error, table
+from jobrunner.cli.app import app, find_run, print_json, project, table
 from jobrunner.cli.setup import job_names
 from jobrunner.cli.trace_text import timed
-from jobrunner.errors import ConfigError, JobrunnerError, NotFoundError
-from jobrunner.events import StopReason
+from jobrunner.errors import NotFoundError
 
 
 @app.command()
@@ -34,72 +31,21 @@ def run(
     goes to stderr. Exit codes: 0 completed or skipped, 1 failed/partial/aborted,
     2 configuration error, 3 limit, 4 needs approval, 75 could not run now.
     """
-    if not (due or name) or (due and slot):
-        raise ConfigError("give a job NAME, or --due (optionally with NAME)")
-    if due and verbose:
-        raise ConfigError("-v follows one run: give NAME without --due (`jobrunner logs -f` "
-                          "follows every run)")
-    proj = project(ctx)
-    try:
-        if due:
-            from jobrunner.scheduling.due import run_due
+    # The body is `cli.launch.execute`, which the console entry point also calls
+    # directly for a plain `run` command line (no typer application built).
+    from jobrunner.cli.launch import RunArgs, execute
 
-            code = run_due(proj, [name] if name else None,
-                           trigger="due" if trigger == "manual" else trigger)
-        else:
-            slot_time = _slot(slot) if slot else None
-            outcome = _run_one(proj, name, trigger, slot_time, verbose)
-            if outcome.report and (outcome.status not in ("completed", "skipped")
-                                   or outcome.exit_code != 0 or outcome.problems):
-                print(outcome.report, file=sys.stderr)
-            elif outcome.stop_reason == StopReason.LOCK_HELD and (verbose
-                                                                  or sys.stderr.isatty()):
-                # A person at a terminal is told; cron (no terminal) stays silent.
-                print(f"jobrunner: {name}: not run: {outcome.report}; it is still running "
-                      f"(`jobrunner logs -f {name}` follows it)", file=sys.stderr)
-            code = outcome.exit_code
-    except JobrunnerError as exc:
-        report_error(exc)
-        code = exc.exit_code
-    end_run(code)
+    home = (ctx.find_root().obj or {}).get("home")
+    raise typer.Exit(execute(RunArgs(None if home is None else str(home), name, due,
+                                     trigger, slot, verbose)))
 
 
 def end_run(code: int) -> NoReturn:
-    """Exit with a run's code, at once: the run has ended and is recorded, so a thread or
-    process a tool left, or an abandoned model call (its connection still open), must not
-    keep the process (and cron, or the daemon) waiting for it."""
-    from jobrunner.models import abandoned_calls
-    from jobrunner.tools.dispatch import left_running, real_exit
+    """Exit with a run's code, at once (see `cli.launch.leave_nothing_waiting`)."""
+    from jobrunner.cli.launch import leave_nothing_waiting
 
-    if left_running() or abandoned_calls():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        real_exit(code)
+    leave_nothing_waiting(code)
     raise typer.Exit(code)
-
-
-def _run_one(proj, name: str, trigger: str, slot: datetime | None, verbose: bool):
-    """One run of `name`; with `verbose`, its steps go to stderr as they happen."""
-    from jobrunner.run.runner import new_run_id, run_job
-
-    if not verbose:
-        return run_job(proj, name, trigger=trigger, slot=slot)
-    from jobrunner.cli.logs import following
-
-    run_id = new_run_id()
-    with following(proj.store(), run_id,
-                   lambda line: print(line, file=sys.stderr, flush=True)):
-        return run_job(proj, name, trigger=trigger, slot=slot, run_id=run_id)
-
-
-def _slot(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ConfigError(f"--slot: {text!r} is not an ISO 8601 time") from exc
-    if moment.tzinfo is None:
-        raise ConfigError(f"--slot: {text!r} needs a UTC offset (e.g. 2026-11-23T07:00:00Z)")
-    return moment
 
 
 def _duration(row: dict) -> str:

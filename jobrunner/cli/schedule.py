@@ -18,6 +18,9 @@ def daemon(
     grace: float = typer.Option(30.0, "--grace", min=0,
                                 help="Seconds running jobs get to stop after SIGTERM."),
     poll: float = typer.Option(2.0, "--poll", min=0.1, hidden=True),
+    launch: str = typer.Option("fork", "--launch", help="How each run's process starts: "
+                               "fork (from a fork server that has imported jobrunner once) "
+                               "or exec (a fresh interpreter per run)."),
     systemd_unit: bool = typer.Option(False, "--systemd-unit",
                                       help="Print a systemd unit that runs the daemon, and exit."),
 ) -> None:
@@ -26,6 +29,8 @@ def daemon(
     Job files are reloaded when they change and on SIGHUP. SIGTERM (or Ctrl-C) stops
     scheduling, passes SIGTERM to running jobs, waits --grace seconds, exits 0.
     """
+    if launch not in ("fork", "exec"):
+        raise ConfigError(f"--launch: {launch!r}: give fork or exec")
     proj = project(ctx)
     if systemd_unit:
         from jobrunner.scheduling.daemon import systemd_unit as unit
@@ -34,7 +39,8 @@ def daemon(
         return
     from jobrunner.scheduling.daemon import Daemon
 
-    raise typer.Exit(Daemon(proj, max_concurrent=max_concurrent, grace=grace, poll=poll).run())
+    raise typer.Exit(Daemon(proj, max_concurrent=max_concurrent, grace=grace, poll=poll,
+                            launch=launch).run())
 
 
 @app.command()

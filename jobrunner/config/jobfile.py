@@ -8,11 +8,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
-from jobrunner.formats.validation import JOB_NAME, Duration, StrictModel
+from jobrunner.formats.names import JOB_NAME
+from jobrunner.formats.validation import Duration, StrictModel
+
+if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 # Where each helper model is named in a job file.
@@ -183,6 +187,17 @@ class Job:
         """(key, model) of every model the job calls: its agent's, then its helpers'."""
         return [("model", self.spec.model),
                 *((HELPER_KEYS[p], m) for p, m in self.helper_models().items())]
+
+    @property
+    def brief(self) -> JobBrief:
+        """What taking the job's lock needs of it (see `config.checked`)."""
+        from jobrunner.config.checked import JobBrief
+
+        return JobBrief(name=self.name, path=self.path, agent=self.agent,
+                        model=self.spec.model, models=tuple(self.models()),
+                        timezone=self.spec.timezone,
+                        stale_after=self.spec.lock.stale_after,
+                        max_cost_usd_per_day=self.limits.max_cost_usd_per_day)
 
     def schedule(self):
         from jobrunner.config.schedule import parse_schedule

@@ -3,14 +3,18 @@ errors, and check what needs the project: its tools, its model, the environment.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from jobrunner.config.jobfile import Job, JobFile, MemoryPolicy, ToolPolicy, merge
 from jobrunner.config.project import Project, read_toml
 from jobrunner.errors import ConfigError, NotFoundError
-from jobrunner.formats.validation import JOB_NAME, in_line_order, located_errors
+from jobrunner.formats.names import JOB_NAME
+
+if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
+    from jobrunner.config.jobfile import Job
+
+# The job models (pydantic) are imported where a job is validated, not with this
+# module: a run recalled by its fingerprint takes its lock before building them.
 
 
 def _semantic_problems(project: Project, job: Job, text: str) -> list[str]:
@@ -135,6 +139,7 @@ def _policy_problems(job: Job, where: Any, tools: dict[str, Any],
     """A job's `[tool.NAME]` tables may tighten a tool's policy, never loosen it. An MCP
     tool's own policy is known once its server is asked (`validate --connect`); until
     then its table is checked against the loosest policy the server could give."""
+    from jobrunner.config.jobfile import ToolPolicy
     from jobrunner.tools import mcp_tools
     from jobrunner.tools.api import policy_problems
 
@@ -160,6 +165,11 @@ def _policy_problems(job: Job, where: Any, tools: dict[str, Any],
 
 def load_job(project: Project, name: str) -> Job:
     """Read, merge with defaults and validate one job; ConfigError lists every problem."""
+    from pydantic import ValidationError
+
+    from jobrunner.config.jobfile import Job, JobFile, merge
+    from jobrunner.formats.validation import in_line_order, located_errors
+
     if not JOB_NAME.match(name):
         raise ConfigError(f"{name!r}: job names match [a-z0-9][a-z0-9_-]{{0,63}}")
     path = project.job_path(name)
@@ -191,16 +201,19 @@ NO_KEY = ("needs an Anthropic API key: set ANTHROPIC_API_KEY in the environment,
           'for an offline run use model = "replay:PATH"')
 
 
-def environment_problems(project: Project, job: Job) -> list[str]:
+def environment_problems(project: Project, job: Job | JobBrief) -> list[str]:
     """What the environment lacks for the job to run, checked before anything is run or
     recorded: the project's env_file is readable and private (ConfigError otherwise), and a
     job on an Anthropic model has a key. A missing key is the operator's to fix: it must
     not reach the model, the agent's memory or the job's pause count."""
     import os
 
+    brief = job.brief
     project.load_env()
-    problems = _mcp_environment_problems(project, job)
-    remote = [(k, m) for k, m in job.models() if not m.startswith("replay:")]
+    # A brief (a run recalled by its fingerprint) knows the job's models; its MCP
+    # servers' variables are checked once the job is validated in full, under the lock.
+    problems = [] if job is brief else _mcp_environment_problems(project, job)
+    remote = [(k, m) for k, m in brief.models if not m.startswith("replay:")]
     if not remote:
         return problems
     if os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN"):
@@ -209,11 +222,11 @@ def environment_problems(project: Project, job: Job) -> list[str]:
 
     key, model = remote[0]
     try:
-        text = job.path.read_text(encoding="utf-8")
+        text = brief.path.read_text(encoding="utf-8")
         line = line_of(key_lines(text), tuple(key.split(".")))
     except (OSError, UnicodeDecodeError):
         line = 1
-    return [*problems, f"{job.path}:{line}: {key}: {model} {NO_KEY}"]
+    return [*problems, f"{brief.path}:{line}: {key}: {model} {NO_KEY}"]
 
 
 def _mcp_environment_problems(project: Project, job: Job) -> list[str]:
@@ -287,6 +300,8 @@ def agent_history(project: Project, agent: str) -> int:
             continue
         if job.agent == agent:
             counts.append(job.spec.memory.history)
+    from jobrunner.config.jobfile import MemoryPolicy
+
     return max(counts, default=MemoryPolicy().history)
 
 

@@ -159,6 +159,9 @@ class Project:
     root: Path
     _env_cache: tuple[tuple[int, ...], dict[str, str]] | None = field(default=None, repr=False)
     _redactor: tuple[tuple[str, ...], Redactor] | None = field(default=None, repr=False)
+    # Validated values of jobrunner.toml that a run recalled by its fingerprint (see
+    # `config.checked`): read by `setting` instead of building the settings models.
+    known_settings: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # Whether its runs reach the world outside the machine (alert channels, the
     # OpenTelemetry collector, heartbeat URLs): a dry run's sandbox does not.
@@ -183,6 +186,12 @@ class Project:
         from jobrunner.config.settings import load_settings
 
         return load_settings(self)
+
+    def setting(self, key: str) -> Any:
+        """One validated top-level setting: as recalled, else from `settings`."""
+        if key in self.known_settings:
+            return self.known_settings[key]
+        return getattr(self.settings, key)
 
     @property
     def jobs_dir(self) -> Path:

@@ -197,8 +197,12 @@ class Schedule:
         # Start a day early: a slot in a DST gap fires after the gap, possibly past
         # midnight. Wall times more than 3 h before `after` cannot fire after it (no zone
         # shifts by more), so they are skipped without the costly zone arithmetic: the
-        # daemon asks this for every firing of every job.
+        # daemon asks this for every firing of every job. Where the offset is the same 3 h
+        # before `after` as at it (no shift in between: zones shift at most once a day),
+        # no wall time before `after`'s own minute can fire after it either.
         floor = start_local.replace(tzinfo=None) - timedelta(hours=3)
+        if (after - timedelta(hours=3)).astimezone(zone).utcoffset() == start_local.utcoffset():
+            floor = start_local.replace(tzinfo=None, second=0, microsecond=0)
         hours, minutes = sorted(self.hours), sorted(self.minutes)
         last: datetime | None = None
         for day in self._dates_from(start_local.date() - timedelta(days=1)):

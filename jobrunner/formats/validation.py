@@ -11,8 +11,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from jobrunner.formats.tomlpos import key_lines, line_of
 
-# Job and agent names: safe as file names and crontab arguments.
-JOB_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 

@@ -1,13 +1,14 @@
 """Run locks: an OS-level lock that dies with its process, plus a metadata record saying
 who holds it, so a lock can be told free, live, stale or crashed.
 
-The OS lock is a POSIX record lock (`fcntl.lockf`, through portalocker's `LockfLocker`),
-not `flock`: a record lock belongs to the process, so a child a tool forks (os.fork,
-multiprocessing) does not inherit it, and a run killed with -9 frees its lock even while
-such a child lives on with the open file. The price of per-process locks: two locks on one
-file in one process do not exclude each other, and closing any descriptor of the file drops
-the process's lock. So this module keeps a registry of the lock files the process holds,
-never opens a held one again, and is the only code that opens lock files.
+The OS lock is a POSIX record lock (`fcntl.lockf`, called directly: all that portalocker's
+`LockfLocker` did, at ~15 ms less per process), not `flock`: a record lock belongs to the
+process, so a child a tool forks (os.fork, multiprocessing) does not inherit it, and a run
+killed with -9 frees its lock even while such a child lives on with the open file. The
+price of per-process locks: two locks on one file in one process do not exclude each
+other, and closing any descriptor of the file drops the process's lock. So this module
+keeps a registry of the lock files the process holds, never opens a held one again, and
+is the only code that opens lock files.
 
 A lock file is never unlinked: two waiters on two inodes is how double runs happen.
 Recovery after a crash rewrites the metadata while holding the OS lock.
@@ -15,7 +16,7 @@ Recovery after a crash rewrites the metadata while holding the OS lock.
 
 from __future__ import annotations
 
-import functools
+import errno
 import json
 import os
 import socket
@@ -40,25 +41,43 @@ class LockRecordError(errors.StateError):
     """The lock's metadata record could not be written (a full or read-only state disk)."""
 
 
-@functools.cache
-def _record_lock_class() -> type:
-    """portalocker's file Lock, taking a POSIX record lock instead of flock (imported on
-    first use: portalocker costs ~90 ms)."""
-    import portalocker
-    from portalocker.portalocker import LockfLocker
+class _RecordLock:
+    """An exclusive POSIX record lock on one file, taken without blocking (retried every
+    50 ms up to `timeout`). Unlocked by closing its descriptor; Python opens files
+    close-on-exec, so an exec'd program gets neither the descriptor nor the lock."""
 
-    locker = LockfLocker()
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.fh: Any = None
 
-    class RecordLock(portalocker.Lock):
-        """Unlocked by closing its descriptor (the base class's flock unlock is a no-op
-        on a record lock); Python opens files close-on-exec, so an exec'd program gets
-        neither the descriptor nor the lock."""
+    def acquire(self) -> bool:
+        """Whether the lock is ours now (False: another process holds it)."""
+        import fcntl
 
-        def _get_lock(self, fh: Any) -> Any:
-            locker.lock(fh, self.flags)
-            return fh
+        deadline = time.monotonic() + self.timeout
+        handle = open(self.path, "a")  # noqa: SIM115 - held open for as long as the lock
+        try:
+            while True:
+                try:
+                    fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    self.fh = handle
+                    return True
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                        raise
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    return False
+                time.sleep(min(0.05, max(0.001, deadline - time.monotonic())))
+        except BaseException:
+            handle.close()
+            raise
 
-    return RecordLock
+    def release(self) -> None:
+        if self.fh is not None:
+            self.fh.close()  # drops this process's record locks on the file
+            self.fh = None
 
 
 def atomic_write_json(path: Path, data: dict[str, Any]) -> None:
@@ -121,27 +140,21 @@ class RunLock:
 
     def try_acquire(self, timeout: float = 0.0) -> Acquired | Busy:
         """Take the OS lock without waiting (or trying for up to `timeout` seconds)."""
-        import portalocker
-
         deadline = time.monotonic() + timeout
         key = str(self.path.resolve())
         while not _reserve(key):  # this process holds it (or is taking it) already
             if time.monotonic() >= deadline:
                 return Busy(self.read_meta())
             time.sleep(0.05)
-        lock = _record_lock_class()(
-            str(self.path), mode="a", timeout=max(0.0, deadline - time.monotonic()),
-            check_interval=0.05, fail_when_locked=timeout == 0,
-            flags=portalocker.LockFlags.EXCLUSIVE | portalocker.LockFlags.NON_BLOCKING,
-        )
+        lock = _RecordLock(str(self.path), max(0.0, deadline - time.monotonic()))
         try:
-            lock.acquire()
-        except portalocker.exceptions.LockException:
-            _forget(key)
-            return Busy(self.read_meta())
+            taken = lock.acquire()
         except BaseException:
             _forget(key)
             raise
+        if not taken:
+            _forget(key)
+            return Busy(self.read_meta())
         self._lock, self._key = lock, key
         meta = self.read_meta()
         left = meta if meta and meta.get("state") == "held" else None

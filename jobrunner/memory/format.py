@@ -16,8 +16,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from jobrunner.errors import ConfigError, JobrunnerError
+from jobrunner.errors import JobrunnerError
 from jobrunner.markers import neutralise_markers
+from jobrunner.memory.paths import (  # noqa: F401 - re-exported; checked before any model
+    refuse_symlinks,
+    symlink_problem,
+)
 from jobrunner.tokens import estimate_tokens
 
 SECTIONS: dict[str, str] = {
@@ -174,27 +178,6 @@ def decode(raw: bytes, where: Path | str) -> Memory:
             "version listed by `jobrunner memory history`"
         ) from exc
     return parse(text)
-
-
-def symlink_problem(memory_dir: Path, agent: str) -> str | None:
-    """Why the agent's memory may not be used, if memory/, memory/AGENT, its MEMORY.md or
-    its history/ is a symlink: what MEMORY.md holds goes to the model, and what is
-    written there lands wherever the link points (another file, the project's .env)."""
-    folder = memory_dir / agent
-    for path in (memory_dir, folder, folder / "MEMORY.md", folder / "history"):
-        if path.is_symlink():
-            return (f"{path}: memory: is a symlink (to {os.readlink(path)}); jobrunner reads "
-                    "and writes only a real file and folder here: replace the link with a "
-                    "copy of what it should hold")
-    return None
-
-
-def refuse_symlinks(memory_dir: Path, agent: str) -> None:
-    """Raise a located ConfigError (exit 2, nothing run or written) for a symlinked
-    memory (see `symlink_problem`)."""
-    problem = symlink_problem(memory_dir, agent)
-    if problem:
-        raise ConfigError(problem)
 
 
 def load(path: Path) -> tuple[Memory, bytes]:

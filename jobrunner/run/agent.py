@@ -9,14 +9,17 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner import errors
-from jobrunner.config.jobfile import Job
 from jobrunner.config.jobs import agent_history
 from jobrunner.events import Status, StopReason
 from jobrunner.run.ending import Ending
 from jobrunner.run.outcome import RunContext, failure_line
+
+if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
+    from jobrunner.config.jobfile import Job
 
 
 class Terminated(BaseException):
@@ -37,9 +40,11 @@ TERM_ARMED = threading.Event()
 LOST: list[str] = []
 
 
-def day_start(job: Job, now: datetime) -> datetime:
+def day_start(job: Job | JobBrief, now: datetime) -> datetime:
     """Midnight of `now`'s day in the job's time zone (the day budget's day)."""
-    local = now.astimezone(job.schedule().zone)
+    from zoneinfo import ZoneInfo
+
+    local = now.astimezone(ZoneInfo(job.brief.timezone))
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 

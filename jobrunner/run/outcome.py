@@ -21,6 +21,7 @@ from jobrunner.run.ending import Ending
 from jobrunner.state.records import RunRecord
 
 if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
     from jobrunner.config.jobfile import Job
     from jobrunner.config.project import Project
     from jobrunner.effects.gate import GateFactory
@@ -64,7 +65,7 @@ class RunContext:
     """One run as the runner carries it from step to step."""
 
     project: Project
-    job: Job
+    job: Job | None  # None until validated in full (a run recalled by its fingerprint)
     store: State
     run_id: str
     trigger: str
@@ -73,6 +74,13 @@ class RunContext:
     trace: Trace | None = None  # once the run is recorded `running`
     pinger: Pinger | None = None
     gate: GateFactory | None = None  # builds the session's call gate (runner's default)
+    brief: JobBrief = None  # type: ignore[assignment] - the job's own unless given
+
+    def __post_init__(self) -> None:
+        if self.brief is None:
+            if self.job is None:
+                raise ValueError("a run needs its job or the job's brief")
+            self.brief = self.job.brief
 
     @property
     def started(self) -> bool:
@@ -98,7 +106,8 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
     carries the end for the next run to record."""
     from jobrunner.run.report import report_for
 
-    job, store = run.job, run.store
+    # A refusal before the lock may have only the brief (all a refusal's record needs).
+    job, store = run.job or run.brief, run.store
     problems = list(ending.problems)
     report = store.redactor.text(report_for(job, run.run_id, ending, store.redactor))
     notes = [*ending.notes, *problems]
@@ -148,10 +157,13 @@ def _alert(run: RunContext, ending: Ending, report: str, recorded: bool) -> None
     event = ALERT_BY_STATUS.get(ending.status)
     if event:
         first = report.splitlines()[0] if report else \
-            f"{job.name}: {ending.status} ({ending.reason})"
-        alerts.emit(run.project, event, job, run.run_id, first,
+            f"{run.brief.name}: {ending.status} ({ending.reason})"
+        # A refusal before the lock may have only the brief: the alert names the job.
+        alerts.emit(run.project, event, job or run.brief.name, run.run_id, first,
                     {"status": ending.status, "stop_reason": ending.reason, "report": report},
                     cause=ending.reason)
+    if job is None:
+        return  # no session ran: no cost, no compensation
     if ending.tally is not None and recorded:
         _cost_spike(run, ending.tally.cost_usd)
     for undo in (u for u in ending.undone if not u.ok):
@@ -206,9 +218,9 @@ def _record(run: RunContext, fields: dict[str, Any]) -> bool:
             run.store.update_run(run.run_id, **fields)
         else:
             run.store.insert_run(RunRecord(
-                id=run.run_id, job=run.job.name, agent=run.job.agent, trigger=run.trigger,
+                id=run.run_id, job=run.brief.name, agent=run.brief.agent, trigger=run.trigger,
                 slot=iso(run.slot), started_at=fields["ended_at"], pid=os.getpid(),
-                host=this_host(), model=run.job.spec.model, **fields))
+                host=this_host(), model=run.brief.model, **fields))
     except errors.StateError:
         if not run.started:
             raise  # a refusal the state cannot take: nothing else happened to tell

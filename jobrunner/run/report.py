@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from jobrunner.events import Status
 
 if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
     from jobrunner.config.jobfile import Job
     from jobrunner.redact import Redactor
     from jobrunner.run.ending import Ending
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 HELPER_NAMES = {"gate": "the semantic gate", "summary": "context summaries"}
 
 
-def report_for(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> str:
+def report_for(job: Job | JobBrief, run_id: str, ending: Ending, redactor: Redactor) -> str:
     """The report a run's record, stderr and alert carry: for a run that stopped before
     any session, its one paragraph; for a session that did not complete, the whole
     stop-and-report; for one that did, its medium-risk actions, if any."""
@@ -38,7 +39,7 @@ def _waiting(ending: Ending) -> list[str]:
             dict.fromkeys(a.approval_id for a in ending.tally.actions if a.approval_id)]
 
 
-def build_report(job: Job, run_id: str, ending: Ending, redactor: Redactor) -> str:
+def build_report(job: Job | JobBrief, run_id: str, ending: Ending, redactor: Redactor) -> str:
     """Why the run ended, at which step, every tool call and its outcome, the agent's own
     account or last words, and what it spent."""
     tally = ending.tally

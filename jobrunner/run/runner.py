@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from jobrunner import errors
 from jobrunner.clock import iso, utcnow
-from jobrunner.config.jobfile import Job
+from jobrunner.config import checked
 from jobrunner.config.jobs import environment_problems, load_job
 from jobrunner.config.project import Project
-from jobrunner.effects.gate import GateFactory, LedgerGate
 from jobrunner.events import Status, StopReason
+from jobrunner.formats.names import JOB_NAME
 from jobrunner.locks.file import (
     Acquired,
     Busy,
@@ -34,6 +34,9 @@ from jobrunner.run.outcome import RunContext, RunOutcome, conclude
 from jobrunner.state.records import RunRecord
 
 if TYPE_CHECKING:
+    from jobrunner.config.checked import JobBrief
+    from jobrunner.config.jobfile import Job
+    from jobrunner.effects.gate import GateFactory
     from jobrunner.models import ModelClient
 
 __all__ = ["RunOutcome", "new_run_id", "run_job"]
@@ -49,32 +52,40 @@ def new_run_id(now: datetime | None = None) -> str:
 def run_job(project: Project, name: str, trigger: str = "manual",
             slot: datetime | None = None, now: datetime | None = None,
             run_id: str | None = None, model: str | None = None,
-            gate: GateFactory = LedgerGate,
+            gate: GateFactory | None = None,
             client: ModelClient | None = None) -> RunOutcome:
     """Run one session of job `name` now, under its lock. Raises ConfigError (nothing run
     or written) for a bad job or a missing key; every other outcome is recorded and
     returned. `run_id` is the id to record it under (default: a new one), for a caller
     that follows the run's trace while it runs. `jobrunner test` gives `model` (a replay
     script instead of the job's own) and its `gate`. `client` replaces the one the job's
-    `model` names (an embedding program's own model client, or a scripted one)."""
-    from jobrunner.memory.format import refuse_symlinks
+    `model` names (an embedding program's own model client, or a scripted one).
 
-    job = load_job(project, name)
-    if model is not None:
-        job = job.with_model(model)
-    missing = environment_problems(project, job)
+    A job whose inputs are unchanged since a run validated them (`config.checked`) takes
+    its lock on the brief that run recorded, and is validated in full once this run
+    holds the lock (a run skipped on a held lock builds no model); any other job is
+    validated in full first."""
+    from jobrunner.memory.paths import refuse_symlinks
+
+    job, brief, stamp = _job_or_brief(project, name, model)
+    missing = environment_problems(project, job or brief)
     if missing:  # an operator's problem: nothing is recorded, paused or learned from it
         raise errors.ConfigError(missing)
-    refuse_symlinks(project.memory_dir, job.agent)  # like a bad job file: before anything
-    run = RunContext(project, job, _did_not_start(job, project.store),
-                     run_id or new_run_id(now), trigger, slot, now or utcnow(), gate=gate)
+    refuse_symlinks(project.memory_dir, brief.agent)  # like a bad job file: before anything
+    if job is not None:
+        _remember(project, job, stamp)
+    run = RunContext(project, job, _did_not_start(brief, project.store),
+                     run_id or new_run_id(now), trigger, slot, now or utcnow(), gate=gate,
+                     brief=brief)
     refused = _refusal(run)
     if refused is not None:
         return conclude(run, refused)
-    lock = run.store.lock(f"job-{job.name}")
-    got = _take(run, lock)
+    lock = run.store.lock(f"job-{brief.name}")
+    got = _take(run, lock, stamp)
     if isinstance(got, Ending):
         return conclude(run, got)
+    job = run.job
+    assert job is not None  # _take validated it before taking the lock for this run
     outcome: RunOutcome | None = None
     ending: Ending | None = None
     try:
@@ -110,7 +121,32 @@ def run_job(project: Project, name: str, trigger: str = "manual",
             otel_export.after_run(project, outcome.run_id)  # off unless configured; bounded
 
 
-def _did_not_start(job: Job, step: Any) -> Any:
+def _job_or_brief(project: Project, name: str,
+                  model: str | None) -> tuple[Job | None, JobBrief, str]:
+    """The job validated in full, or only the brief a run recorded for these very inputs
+    (then no job yet), and the inputs' fingerprint ("" when none is kept)."""
+    # `jobrunner test` swaps the model: that job is never the one a fingerprint recalls.
+    stamp = checked.fingerprint(project, name) if model is None and JOB_NAME.match(name) \
+        else ""
+    brief = checked.recall(project, name, stamp) if stamp else None
+    if brief is not None:
+        return None, brief, stamp
+    job = load_job(project, name)
+    if model is not None:
+        job = job.with_model(model)
+    return job, job.brief, stamp
+
+
+def _remember(project: Project, job: Job, stamp: str) -> None:
+    """Record the job's brief under its fingerprint, unless an input changed while it
+    was being validated (then the next run validates in full again)."""
+    if stamp and checked.fingerprint(project, job.name) == stamp:
+        checked.remember(project, job.name, stamp, job.brief,
+                         {"state_url": project.settings.state_url,
+                          "state_password_env": project.settings.state_password_env})
+
+
+def _did_not_start(job: Job | JobBrief, step: Any) -> Any:
     """Call `step`; a state the disk refuses this early means the run did not start."""
     try:
         return step()
@@ -122,45 +158,68 @@ def _refusal(run: RunContext) -> Ending | None:
     """Paused, or the day's budget spent: could not run now (exit 75), no lock taken."""
     from jobrunner.run.pause import is_paused
 
-    job, store = run.job, run.store
-    paused = is_paused(store, job.name)
+    brief, store = run.brief, run.store
+    paused = is_paused(store, brief.name)
     if paused:
         return Ending(Status.PAUSED, StopReason.PAUSED,
-                      f"jobrunner: {job.name}: paused since {paused.paused_at} "
-                      f"({paused.reason}); `jobrunner resume {job.name}` lifts it")
-    spent = store.cost_since(job.name, day_start(job, run.now))
-    if spent >= job.limits.max_cost_usd_per_day:
+                      f"jobrunner: {brief.name}: paused since {paused.paused_at} "
+                      f"({paused.reason}); `jobrunner resume {brief.name}` lifts it")
+    spent = store.cost_since(brief.name, day_start(brief, run.now))
+    if spent >= brief.max_cost_usd_per_day:
         # Not a failure: it must not count towards a pause, alert, or touch the memory.
         return Ending(Status.SKIPPED, StopReason.MAX_COST_USD_PER_DAY,
-                      f"jobrunner: {job.name}: not run: ${spent:.4f} spent today of "
-                      f"max_cost_usd_per_day ${job.limits.max_cost_usd_per_day:.2f} "
-                      f"({job.spec.timezone}); runs start again after midnight")
+                      f"jobrunner: {brief.name}: not run: ${spent:.4f} spent today of "
+                      f"max_cost_usd_per_day ${brief.max_cost_usd_per_day:.2f} "
+                      f"({brief.timezone}); runs start again after midnight")
     return None
 
 
-def _take(run: RunContext, lock: Any) -> Acquired | Ending:
-    """The job's lock, or why this run is not the one to run (SPEC §4)."""
+def _take(run: RunContext, lock: Any, stamp: str) -> Acquired | Ending:
+    """The job's lock, or why this run is not the one to run (SPEC §4). A live holder
+    is told from the brief alone; anything else (the lock is this run's, or its holder
+    died or went stale) needs the job validated in full first."""
     from jobrunner.run import recovery
 
-    job, store = run.job, run.store
+    store = run.store
     got = lock.try_acquire()
     if isinstance(got, Busy) and not held_by_live_run(got.holder):
         got = lock.try_acquire(timeout=1.0)  # an instant's hold, not a run: wait it out
-    if isinstance(got, Acquired):
-        return got
-    holder = got.holder or {}
-    if holder_died(got.holder):
-        return Ending(Status.SKIPPED, StopReason.LOCK_ORPHANED,
-                      "jobrunner: " + recovery.on_orphaned(run.project, store, job, lock, holder))
-    if not is_stale(holder, job.spec.lock.stale_after):
+    holder = (got.holder or {}) if isinstance(got, Busy) else {}
+    if isinstance(got, Busy) and not holder_died(got.holder) \
+            and not is_stale(holder, run.brief.stale_after):
         return Ending(Status.SKIPPED, StopReason.LOCK_HELD,
                       f"lock held by run {holder.get('run_id', '?')} "
                       f"(pid {holder.get('pid', '?')})")
+    job = _validated(run, lock, got, stamp)
+    if isinstance(got, Acquired):
+        return got
+    if holder_died(got.holder):
+        return Ending(Status.SKIPPED, StopReason.LOCK_ORPHANED,
+                      "jobrunner: " + recovery.on_orphaned(run.project, store, job, lock, holder))
     got = recovery.on_stale(run.project, store, job, lock, holder)
     if isinstance(got, Busy):
         return Ending(Status.SKIPPED, StopReason.LOCK_STALE,
                       "jobrunner: " + recovery.stale_message(job, holder))
     return got
+
+
+def _validated(run: RunContext, lock: Any, got: Acquired | Busy, stamp: str) -> Job:
+    """The run's job in full: validated already, or now (a run recalled by its
+    fingerprint). A job that no longer validates (edited this instant) ends the run as
+    a bad job file does, its lock left as it was found."""
+    if run.job is None:
+        try:
+            run.job = load_job(run.project, run.brief.name)
+            missing = environment_problems(run.project, run.job)  # its MCP servers' too
+            if missing:
+                raise errors.ConfigError(missing)
+        except errors.JobrunnerError:
+            if isinstance(got, Acquired):
+                lock.release(keep_meta=True)
+            raise
+        _remember(run.project, run.job, stamp)
+        run.brief = run.job.brief
+    return run.job
 
 
 def _before_session(run: RunContext, lock: Any, got: Acquired) -> Ending | None:

@@ -1,5 +1,7 @@
 """`jobrunner daemon`: every job on its schedule, in the foreground, each run in its own
-process (`jobrunner run NAME --trigger daemon --slot ISO`, the code path cron uses).
+process (`jobrunner run NAME --trigger daemon --slot ISO`, the code path cron uses),
+forked by a fork server that has imported jobrunner once (`launcher`, `forkserver`), or
+exec'd as a fresh interpreter with `--launch exec`.
 
 APScheduler (3.x) does the timing with one trigger per job that asks our own
 `Schedule` for the next fire time, so the daemon, `next`, cron and `run --due` share one
@@ -17,7 +19,6 @@ import logging
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -34,7 +35,8 @@ from jobrunner.config.jobs import load_all
 from jobrunner.config.project import Project
 from jobrunner.config.schedule import Schedule, format_local
 from jobrunner.locks.file import Busy, held_by_live_run
-from jobrunner.scheduling.due import jobrunner_command, run_command
+from jobrunner.scheduling.due import jobrunner_command, run_args
+from jobrunner.scheduling.launcher import Child, Launcher
 from jobrunner.scheduling.presence import daemon_lock
 
 
@@ -77,14 +79,15 @@ class Daemon:
     """The scheduler, its children, and the supervising loop."""
 
     def __init__(self, project: Project, max_concurrent: int = 4, grace: float = 30.0,
-                 poll: float = 2.0) -> None:
+                 poll: float = 2.0, launch: str = "fork") -> None:
         self.project = project
         self.grace = grace
         self.poll = poll
         self.slots = threading.BoundedSemaphore(max_concurrent)
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.children: dict[int, tuple[str, subprocess.Popen]] = {}
+        self.children: dict[int, tuple[str, Child]] = {}  # by id(): the pid follows
+        self.launcher = Launcher(launch)
         self.jobs: dict[str, Job] = {}
         self.keys: dict[str, str] = {}
         self.last_fired: dict[str, datetime] = {}  # job -> the latest slot it fired for
@@ -191,11 +194,14 @@ class Daemon:
         name = job.name
         if jitter and self.stop.wait(jitter):
             return
-        while not self.slots.acquire(timeout=0.5):
+        waited = jitter > 0
+        while not self.slots.acquire(timeout=0 if not waited else 0.5):
+            waited = True
             if self.stop.is_set():
                 return
         try:
-            if self.project.store().slot_run(name, slot):
+            # fire() found the slot not run; only a wait since can have changed that.
+            if waited and self.project.store().slot_run(name, slot):
                 return  # it ran while this firing waited for a free run slot
             late = utcnow() - slot
             if late > window:
@@ -205,15 +211,21 @@ class Daemon:
             with self.lock:
                 if self.stop.is_set():
                     return
-                proc = subprocess.Popen(run_command(self.project, name, "daemon", slot),
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-                self.children[proc.pid] = (name, proc)
-            LOG.info(f"started {name} for slot {iso(slot)} (pid {proc.pid})")
-            code = proc.wait()
+                child = self.launcher.spawn(run_args(self.project, name, "daemon", slot))
+                self.children[id(child)] = (name, child)
+            pid = child.wait_started()
+            if pid is not None:
+                LOG.info(f"started {name} for slot {iso(slot)} (pid {pid})")
+                code = child.wait()
             with self.lock:
-                self.children.pop(proc.pid, None)
-            ended = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-            LOG.info(f"{name} (pid {proc.pid}) ended: {ended}")
+                self.children.pop(id(child), None)
+            if pid is None:
+                LOG.info(f"{name}: slot {iso(slot)}: the run could not start: {child.error}")
+                return
+            ended = ("ended, exit status not known (its fork server stopped)" if code is None
+                     else f"ended: killed by signal {-code}" if code < 0
+                     else f"ended: exit code {code}")
+            LOG.info(f"{name} (pid {pid}) {ended}")
         finally:
             self.slots.release()
 
@@ -256,6 +268,7 @@ class Daemon:
         self.scheduler = BackgroundScheduler(
             timezone="UTC", executors={"default": ThreadPoolExecutor(max_workers=100)})
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        self.launcher.start()  # before the first firing: a fork server imports once
         self.scheduler.start()
         LOG.info(f"started (pid {os.getpid()}) for {self.project.root}")
         self.reload("start")
@@ -267,8 +280,10 @@ class Daemon:
                     self.reload("SIGHUP")
                 elif _watched(self.project) != self.mtimes:
                     self.reload("job files changed")
+                self.launcher.check()  # jobrunner upgraded: later runs fork from its code
             self._shutdown()
         finally:
+            self.launcher.close()
             held.release()
         return errors.EXIT_OK
 
@@ -277,8 +292,11 @@ class Daemon:
         self.scheduler.shutdown(wait=False)
         with self.lock:
             self.stop.set()
-            running = list(self.children.items())
-        for pid, (name, _proc) in running:
+            running = list(self.children.values())
+        for name, child in running:
+            pid = child.wait_started()
+            if pid is None:
+                continue
             LOG.info(f"passing SIGTERM to {name} (pid {pid})")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
@@ -289,12 +307,15 @@ class Daemon:
                     break
             time.sleep(0.1)
         with self.lock:
-            left = list(self.children.items())
-        for pid, (name, proc) in left:
+            left = list(self.children.values())
+        for name, child in left:
+            pid = child.wait_started()
+            if pid is None:
+                continue
             LOG.info(f"{name} (pid {pid}) still running after {self.grace:g}s: killing it")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            proc.wait()
+            child.wait()
         LOG.info("stopped")
 
 

@@ -38,10 +38,15 @@ def jobrunner_command() -> list[str]:
     return [sys.executable, "-m", "jobrunner"]
 
 
+def run_args(project: Project, name: str, trigger: str, slot: datetime) -> list[str]:
+    """`--home ROOT run NAME --trigger T --slot ISO`: the arguments of a scheduled run."""
+    return ["--home", str(project.root), "run", name, "--trigger", trigger,
+            "--slot", iso(slot) or ""]
+
+
 def run_command(project: Project, name: str, trigger: str, slot: datetime) -> list[str]:
     """`jobrunner --home ROOT run NAME --trigger T --slot ISO`, all paths absolute."""
-    return [*jobrunner_command(), "--home", str(project.root), "run", name,
-            "--trigger", trigger, "--slot", iso(slot) or ""]
+    return [*jobrunner_command(), *run_args(project, name, trigger, slot)]
 
 
 def worst(codes: list[int]) -> int:

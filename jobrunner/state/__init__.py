@@ -23,7 +23,7 @@ def state_url(project: Any) -> tuple[str, str]:
     """The shared state's URL and where it was set ("" when the state is embedded)."""
     if os.environ.get(URL_VARIABLE):
         return os.environ[URL_VARIABLE], URL_VARIABLE
-    return project.settings.state_url, f"{project.settings_path}: state_url"
+    return project.setting("state_url"), f"{project.settings_path}: state_url"
 
 
 def open_state(project: Any) -> State:
@@ -33,7 +33,7 @@ def open_state(project: Any) -> State:
         from jobrunner.state.postgres import PostgresState, project_identity
 
         return PostgresState(url, project.redactor(), project_identity(url),
-                             password_env=project.settings.state_password_env or None,
+                             password_env=project.setting("state_password_env") or None,
                              where=where)
     from jobrunner.state.sqlite import SQLiteState
 

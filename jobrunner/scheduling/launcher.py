@@ -1,0 +1,245 @@
+"""How the daemon starts a run's process: forked by its fork server (the default), or
+exec'd as a fresh interpreter (`--launch exec`, and whenever the server cannot serve).
+
+Either way the run is the command line `jobrunner --home ROOT run NAME --trigger daemon
+--slot ISO` in a process of its own session, which the daemon waits for and, on
+SIGTERM, signals by process group. See `forkserver` for what a forked child keeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from jobrunner.installed import code_stamp
+
+LOG = logging.getLogger("jobrunner.daemon")
+START_TIMEOUT = 120.0  # a server importing its libraries on a loaded host
+RETRY_AFTER = 60.0  # after a server that would not start, exec runs this long first
+
+
+class Child:
+    """A run's process as the daemon sees it: its pid once started, and its exit."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.error: str | None = None
+        self.code: int | None = None  # exit code; negative: the signal that killed it
+        self.cpu: float | None = None  # CPU seconds it used, when its parent told
+        self.lost = False  # its server died first: how it ended is not known
+        self._started = threading.Event()
+        self._ended = threading.Event()
+
+    def started(self, pid: int | None, error: str | None = None) -> None:
+        self.pid, self.error = pid, error
+        self._started.set()
+        if pid is None:
+            self._ended.set()
+
+    def ended(self, code: int | None, lost: bool = False, cpu: float | None = None) -> None:
+        self.code, self.lost, self.cpu = code, lost, cpu
+        self._started.set()
+        self._ended.set()
+
+    def wait_started(self) -> int | None:
+        """The pid (None: it could not be started; `error` says why)."""
+        self._started.wait()
+        return self.pid
+
+    def wait(self) -> int | None:
+        """The exit code, once the process has ended (None: not known)."""
+        self._ended.wait()
+        if self.lost and self.pid is not None:
+            while _alive(self.pid):  # reparented when its server died: watch it go
+                time.sleep(0.2)
+        return self.code
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def exec_child(argv: list[str]) -> Child:
+    """A fresh interpreter for the run (what every firing was before the fork server)."""
+    from jobrunner.scheduling.due import jobrunner_command
+
+    child = Child()
+    try:
+        proc = subprocess.Popen([*jobrunner_command(), *argv], stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    except OSError as exc:
+        child.started(None, str(exc))
+        return child
+    child.started(proc.pid)
+    threading.Thread(target=lambda: child.ended(proc.wait()), name=f"wait-{proc.pid}",
+                     daemon=True).start()
+    return child
+
+
+class ForkServer:
+    """One running fork server: its process, its socket, and the children it forked."""
+
+    def __init__(self) -> None:
+        self.stamp = code_stamp()  # the code it imports
+        ours, theirs = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jobrunner.cli.forkserver", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.reader = ours.makefile("rb")
+        self.children: dict[int, Child] = {}
+        self.guard = threading.Lock()
+        self.next_id = 0
+        self.alive = True
+        self.retired = False
+        ours.settimeout(START_TIMEOUT)
+        try:
+            ready = json.loads(self.reader.readline() or b"{}")
+        except (OSError, ValueError):
+            ready = {}
+        ours.settimeout(None)
+        if not ready.get("ready"):
+            self._close()
+            self.reader.close()
+            ours.close()
+            raise OSError("the fork server did not start")
+        threading.Thread(target=self._read, name="fork-server", daemon=True).start()
+
+    def spawn(self, argv: list[str]) -> Child:
+        """Ask for a child running `argv`; returns at once (the pid follows)."""
+        child = Child()
+        request = {"argv": argv, "env": dict(os.environ), "cwd": os.getcwd()}
+        with self.guard:
+            if not self.alive:
+                raise OSError("the fork server has stopped")
+            self.next_id += 1
+            request["id"] = self.next_id
+            self.children[self.next_id] = child
+            try:
+                self.sock.sendall((json.dumps(request) + "\n").encode())
+            except OSError:
+                self.children.pop(self.next_id, None)
+                raise
+        return child
+
+    def retire(self) -> None:
+        """No new children; the server stops once those it has are reaped."""
+        with self.guard:
+            self.retired = True
+            idle = not self.children
+        if idle:
+            self._close()
+
+    def _read(self) -> None:
+        for line in self.reader:
+            message = json.loads(line)
+            with self.guard:
+                child = self.children.get(message["id"])
+                if "exit" in message or "error" in message:
+                    self.children.pop(message["id"], None)
+                idle = self.retired and not self.children
+            if child is not None:
+                if "pid" in message:
+                    child.started(message["pid"])
+                elif "error" in message:
+                    child.started(None, message["error"])
+                else:
+                    child.ended(message["exit"], cpu=message.get("cpu"))
+            if idle:
+                break
+        with self.guard:
+            self.alive = False
+            orphans = list(self.children.values())
+            self.children.clear()
+        for child in orphans:  # the server died under them
+            child.ended(None, lost=True)
+        self._close()
+        with contextlib.suppress(OSError):
+            self.reader.close()
+            self.sock.close()
+
+    def _close(self) -> None:
+        """Hang up: the server exits at the end of its socket, and the reader thread's
+        blocked read returns."""
+        self.alive = False
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+class Launcher:
+    """Starts the daemon's runs: through the current fork server, a new one when the
+    installed code changed, and a fresh interpreter when no server can serve."""
+
+    def __init__(self, mode: str = "fork") -> None:
+        self.mode = mode
+        self.server: ForkServer | None = None
+        self.failed_at = float("-inf")
+        self.guard = threading.Lock()
+
+    def start(self) -> None:
+        if self.mode == "fork":
+            self._server()
+
+    def _server(self, check_code: bool = False) -> ForkServer | None:
+        """The server to fork from now, started or replaced as needed (under `guard`)."""
+        with self.guard:
+            server = self.server
+            if server is not None and server.alive and \
+                    (not check_code or server.stamp == code_stamp()):
+                return server
+            if server is not None:
+                server.retire()
+                LOG.info("restarting the fork server ("
+                         + ("the installed code changed)" if server.alive else "it stopped)"))
+                self.server = None
+            if time.monotonic() - self.failed_at < RETRY_AFTER:
+                return None
+            try:
+                self.server = ForkServer()
+            except OSError as exc:
+                self.failed_at = time.monotonic()
+                LOG.info(f"the fork server could not start ({exc}); runs start as fresh "
+                         "processes for now")
+                return None
+            LOG.info(f"fork server started (pid {self.server.proc.pid})")
+            return self.server
+
+    def spawn(self, argv: list[str]) -> Child:
+        server = self._server() if self.mode == "fork" else None
+        if server is not None:
+            try:
+                return server.spawn(argv)
+            except OSError:
+                pass  # it died this instant: this run starts as a fresh process
+        return exec_child(argv)
+
+    def check(self) -> None:
+        """Replace a server whose code is out of date now rather than at the next firing
+        (called from the daemon's supervising loop)."""
+        if self.mode == "fork" and self.server is not None:
+            self._server(check_code=True)
+
+    def close(self) -> None:
+        with self.guard:
+            server, self.server = self.server, None
+        if server is not None:
+            server.retire()
+
