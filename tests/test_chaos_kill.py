@@ -149,10 +149,18 @@ def test_kill_nine_anywhere_loses_nothing_and_repeats_nothing(project, fake_api,
     assert records, final.stderr
     newest = project.runs("mailer")[0]
     assert newest["status"] not in ("running", "crashed", "skipped"), (seed, final.stderr)
+    crashed = []
     for run_id in killed:
-        assert records[run_id]["status"] == "crashed", (seed, run_id, records[run_id])
+        status = records[run_id]["status"]
+        if status != "crashed":
+            # Killed after its end reached its trace (before its record): the next run
+            # records that end, which is what happened, rather than a crash.
+            ends = [e for e in project.trace(run_id) if e["event"] == "run.end"]
+            assert ends and ends[-1]["status"] == status, (seed, run_id, records[run_id])
+            continue
+        crashed.append(run_id)
     crashed_alerts = {a["run_id"] for a in project.alerts() if a["event"] == "run.crashed"}
-    assert set(killed) <= crashed_alerts, (seed, set(killed) - crashed_alerts)
+    assert set(crashed) <= crashed_alerts, (seed, set(crashed) - crashed_alerts)
     assert not [r for r in records.values() if r["status"] == "running"]
     # The side effect: at most one email for the day, whatever was killed where.
     assert smtp.subjects().count("Item totals") <= 1, (seed, smtp.subjects())

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tests.fake_api import tool_turn
-from tests.session_helpers import MEMORY, calls, finish, limits, trace
+from tests.session_helpers import calls, limits
+from tests.turns import MEMORY, finish
 
 TOOLS = '''
 import json
@@ -80,7 +81,7 @@ def test_an_aborted_run_undoes_its_effects_newest_first_and_lists_the_rest(proje
     [record] = project.runs()
     assert "undone by delete_record" in record["report"]
     assert "not undone" in record["report"]
-    events = trace(project, record["id"])
+    events = project.trace(record["id"])
     results = [e for e in events if e["event"] == "compensation.result"]
     assert [(e["step"], e["ok"]) for e in results] == [(2, True), (1, True)]
     assert [a["event"] for a in project.alerts()] == ["run.aborted"]

@@ -6,7 +6,7 @@ whose scripted usage sets each run's cost."""
 from __future__ import annotations
 
 from tests.fake_api import fault, tool_turn
-from tests.session_helpers import MEMORY, finish
+from tests.turns import MEMORY, finish
 
 CHEAP = {"input_tokens": 100, "output_tokens": 10}
 DEAR = {"input_tokens": 20_000, "output_tokens": 10}

@@ -6,7 +6,7 @@ real SDK, the fake API answering each model by what it is asked."""
 from __future__ import annotations
 
 from tests.fake_api import text_turn, tool_turn
-from tests.session_helpers import calls, trace
+from tests.session_helpers import calls
 
 TOOLS = '''
 import json
@@ -64,7 +64,7 @@ def test_every_defense_on_and_the_cost_limit_still_holds(project, fake_api):
     assert ran.code == 3 and "ended LIMIT (max_cost_usd)" in ran.stderr, ran.stderr
     [record] = project.runs()
     assert record["cost_usd"] <= MAX_COST
-    events = trace(project, record["id"])
+    events = project.trace(record["id"])
     responses = [e for e in events if e["event"].endswith(".response")]
     assert {e["event"] for e in responses} == {"model.response", "gate.response",
                                                "summary.response"}

@@ -5,7 +5,8 @@ the whole-call wall-clock bound still holds. Real SDK, real HTTP, the installed 
 from __future__ import annotations
 
 from tests.fake_api import fault
-from tests.session_helpers import ending, limits, trace
+from tests.session_helpers import limits
+from tests.turns import ending
 
 
 def test_a_stalled_stream_is_cut_and_retried_then_the_run_completes(project, fake_api):
@@ -17,7 +18,7 @@ def test_a_stalled_stream_is_cut_and_retried_then_the_run_completes(project, fak
     [record] = project.runs()
     assert (record["status"], record["steps"]) == ("completed", 2)
     assert all(r.body.get("stream") is True for r in fake_api.message_requests)
-    events = trace(project, record["id"])
+    events = project.trace(record["id"])
     [error] = [e for e in events if e["event"] == "model.error"]
     assert error["kind"] == "idle_timeout" and error["retryable"] is True
     assert error["partial_text"] == "Monday brought 1,204 signups"  # the first delta, kept
@@ -49,7 +50,7 @@ def test_pings_alone_do_not_keep_a_stalled_stream_alive(project, fake_api):
     ran = project.run("run", "job")
     assert ran.code == 0, ran.stderr
     [record] = project.runs()
-    [error] = [e for e in trace(project, record["id"]) if e["event"] == "model.error"]
+    [error] = [e for e in project.trace(record["id"]) if e["event"] == "model.error"]
     assert error["kind"] == "idle_timeout" and "only pings" in error["message"]
 
 
@@ -61,7 +62,7 @@ def test_streaming_keeps_the_whole_call_bound(project, fake_api):
     ran = project.run("run", "job", timeout=90)
     assert ran.code == 3 and "ended LIMIT (max_seconds)" in ran.stderr, ran.stderr
     [record] = project.runs()
-    errors = [e for e in trace(project, record["id"]) if e["event"] == "model.error"]
+    errors = [e for e in project.trace(record["id"]) if e["event"] == "model.error"]
     assert errors and {e["kind"] for e in errors} == {"timeout"}
     assert "free" in project.run("locks").stdout
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 
 from tests.fake_api import fault, text_turn, tool_turn
-from tests.session_helpers import MEMORY, calls, finish, trace
+from tests.session_helpers import calls
+from tests.turns import MEMORY, finish
 
 TOOLS = '''
 import json
@@ -70,7 +71,7 @@ def test_a_fail_stops_the_run_before_the_call_and_says_why_everywhere(project, f
     [record] = project.runs()
     assert (record["status"], record["stop_reason"]) == ("aborted", "semantic_gate")
     assert REFUSAL in record["report"]
-    [verdict_event] = [e for e in trace(project, record["id"]) if e["event"] == "gate.verdict"]
+    [verdict_event] = [e for e in project.trace(record["id"]) if e["event"] == "gate.verdict"]
     assert (verdict_event["verdict"], verdict_event["reason"]) == ("FAIL", REFUSAL)
     assert REFUSAL in project.memory("job")  # the failure log
     [alert] = project.alerts()
@@ -94,7 +95,7 @@ def test_passes_let_the_run_go_on_and_the_gate_is_paid_for(project, fake_api):
     assert [c["tool"] for c in calls(project)] == ["search", "create_record"]
     [record] = project.runs()
     assert (record["status"], record["steps"]) == ("completed", 4)
-    events = trace(project, record["id"])
+    events = project.trace(record["id"])
     assert [(e["subject"], e["verdict"]) for e in events if e["event"] == "gate.verdict"] \
         == [("tool create_record", "PASS"), ("finish", "PASS")]
     # The gate saw what the run had established, and the final report it checked.

@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import TEST_KEY, jobrunner_executable, reaped, wait_for
 from tests.fake_api import tool_turn
-from tests.schedule_helpers import MEMORY, finish, turn
+from tests.turns import MEMORY, finish
+from tests.turns import replay_turn as turn
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unshare --uts needs root")
 

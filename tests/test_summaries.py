@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 
 from tests.fake_api import fault, text_turn, tool_turn
-from tests.session_helpers import MEMORY, finish, limits, trace
+from tests.session_helpers import limits
+from tests.turns import MEMORY, finish
 
 TOOLS = '''
 from jobrunner import tool
@@ -55,7 +56,7 @@ def test_elided_results_are_replaced_by_a_marked_summary_paid_for_by_the_run(pro
     ran = project.run("run", "job")
     assert ran.code == 0, ran.stderr
     [record] = project.runs()
-    events = trace(project, record["id"])
+    events = project.trace(record["id"])
     batches = [e for e in events if e["event"] == "context.elided"]
     summaries = [e for e in events if e["event"] == "context.summary"]
     asked = [r for r in fake_api.message_requests if not r.body.get("tools")]
@@ -90,7 +91,7 @@ def test_a_summary_the_run_cannot_afford_leaves_the_plain_elision(project, fake_
     assert ran.code == 0, ran.stderr
     assert all(r.body.get("tools") for r in fake_api.message_requests)  # never asked
     [record] = project.runs()
-    skipped = [e for e in trace(project, record["id"])
+    skipped = [e for e in project.trace(record["id"])
                if e["event"] == "context.summary_skipped"]
     assert skipped and skipped[0]["reason"].startswith("max_cost_usd")
     assert record["cost_usd"] <= 0.50
@@ -102,7 +103,7 @@ def test_a_summary_call_that_fails_leaves_the_plain_elision(project, fake_api):
     ran = project.run("run", "job")
     assert ran.code == 0, ran.stderr
     [record] = project.runs()
-    events = trace(project, record["id"])
+    events = project.trace(record["id"])
     assert [e for e in events if e["event"] == "context.summary_skipped"]
     assert not [e for e in events if e["event"] == "context.summary"]
     assert "[elided to save context" in json.dumps(agent_requests(fake_api)[-1].body)
