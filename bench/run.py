@@ -17,8 +17,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cold_start, contention, daemon, step_overhead, tokens
-from bench.common import REPO, machine
+from bench import cold_start, contention, daemon, offline_run, step_overhead, tokens
+from bench.common import BASELINE, REPO, machine
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -28,7 +28,8 @@ BENCHES = {
     "step_overhead": ("2. Per-step overhead", step_overhead, {"reps": 3}, {"reps": 1}),
     "tokens": ("3. Token and cost growth", tokens, {}, {}),
     "contention": ("4. Lock contention", contention, {}, {}),
-    "daemon": ("5. Daemon", daemon, {}, {"jobs": 20, "minutes": 1}),
+    "daemon": ("5. Daemon", daemon, {}, {"sizes": (20,), "minutes": 1}),
+    "offline_run": ("6. CPU per offline run", offline_run, {"reps": 10}, {"reps": 2}),
 }
 
 
@@ -45,9 +46,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=sorted(BENCHES), default=[])
     parser.add_argument("--skip", action="append", choices=sorted(BENCHES), default=[])
+    parser.add_argument("--baseline", type=Path, metavar="DIR",
+                        help="a checkout of the commit to compare with (e.g. `git worktree "
+                             "add /tmp/base COMMIT`): benchmarks that compare with an earlier "
+                             "commit run its code with this interpreter and libraries")
     parser.add_argument("--quick", action="store_true",
                         help="fewer repetitions; figures are printed but README is not updated")
     args = parser.parse_args(argv)
+    if args.baseline is not None:
+        BASELINE["dir"] = args.baseline.resolve()
     chosen = [k for k in BENCHES if (not args.only or k in args.only) and k not in args.skip]
     # Measure the package as an install has it: with its bytecode compiled. Where
     # PYTHONDONTWRITEBYTECODE is set (some CI images) an editable install never caches
@@ -65,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n## {title}", flush=True)
         started = time.perf_counter()
         try:
-            result = module.run(**(quick if args.quick else full))
+            runner = getattr(module, "run_all", module.run)  # the daemon: at each size
+            result = runner(**(quick if args.quick else full))
             text = module.render(result)
         except Exception as exc:  # one broken benchmark must not hide the others' figures
             result = {"name": key, "error": f"{type(exc).__name__}: {exc}"}

@@ -83,6 +83,7 @@ def test_daemon_fires_survives_reloads_and_stops_cleanly(project, tmp_path):
         assert len(set(slots)) == len(slots) and all(s.endswith(":00Z") for s in slots)
         # The killed run was recorded as crashed by the next firing; the daemon lived on.
         assert "crasher (pid" in log() and "killed by signal 9" in log()
+        assert "fork server started (pid" in log()  # the runs forked from it
         assert any(a["event"] == "run.crashed" and a["job"] == "crasher"
                    for a in project.alerts())
         assert by_job["late"][0]["trigger"] == "daemon"

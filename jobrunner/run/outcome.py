@@ -151,10 +151,12 @@ def conclude(run: RunContext, ending: Ending) -> RunOutcome:
 
 def _alert(run: RunContext, ending: Ending, report: str, recorded: bool) -> None:
     """The run's alerts: its status's, a cost spike's, each failed compensation's."""
-    from jobrunner.alerts import outbox as alerts
-
     job = run.job
     event = ALERT_BY_STATUS.get(ending.status)
+    if event is None and job is None:
+        return  # a skip on a held lock: nothing to tell, and nothing imported to say it
+    from jobrunner.alerts import outbox as alerts
+
     if event:
         first = report.splitlines()[0] if report else \
             f"{run.brief.name}: {ending.status} ({ending.reason})"
