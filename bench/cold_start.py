@@ -2,7 +2,8 @@
 
 `jobrunner run NAME` on a lock held by another live process (it must skip, exit 0) and
 `jobrunner --help`, against `python -c pass` (same interpreter) and `flock -n` on the
-same lock file. Target: both jobrunner commands within 12x of the bare interpreter.
+same lock file. Targets: the held-lock run at most 5x the bare interpreter (an unchanged
+job takes its lock on its fingerprint, before any model is built), `--help` under 4x.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from bench.common import jobrunner_cmd, make_project, median, timed
 
-TARGET_RATIO = 12.0
+RUN_RATIO = 5.0  # a skipped run: at most this many bare interpreters
+HELP_RATIO = 4.0  # cold `--help`: under this many
 
 # Holds the job's lock as a real run would (OS lock + metadata), until stdin closes.
 HOLDER = """
@@ -80,8 +82,11 @@ def run(reps: int = 20) -> dict:
         "rows": rows,
         "skipped_runs_recorded": len(skipped),
         "run_exit_ok": by["jobrunner run NAME (lock held)"]["exit_codes"] == [0],
-        "target": f"run and --help within {TARGET_RATIO:g}x of python -c pass",
-        "met": run_ratio <= TARGET_RATIO and help_ratio <= TARGET_RATIO,
+        "target": f"held-lock run at most {RUN_RATIO:g}x and --help under {HELP_RATIO:g}x "
+                  "python -c pass",
+        "run_met": run_ratio <= RUN_RATIO,
+        "help_met": help_ratio < HELP_RATIO,
+        "met": run_ratio <= RUN_RATIO and help_ratio < HELP_RATIO,
     }
 
 
@@ -94,5 +99,6 @@ def render(result: dict) -> str:
     lines.append(f"{result['reps']} interleaved repetitions; every held-lock run exited "
                  f"{'0 and was recorded skipped' if result['run_exit_ok'] else 'NOT 0'} "
                  f"({result['skipped_runs_recorded']} skipped runs recorded). "
-                 f"Target ({result['target']}): {'met' if result['met'] else 'NOT met'}.")
+                 f"Target ({result['target']}): run {'met' if result['run_met'] else 'NOT met'}, "
+                 f"--help {'met' if result['help_met'] else 'NOT met'}.")
     return "\n".join(lines)

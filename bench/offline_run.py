@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import (
+    BASELINE,
     REPO,
     baseline_commit,
     baseline_env,
@@ -31,14 +32,15 @@ from bench.common import (
 JOB = "daily-email"
 
 
-def _example(base: Path) -> tuple[Path, dict[str, str]]:
-    """A fresh copy of the repository's example project, with its own state folder."""
+def _example(base: Path, source: Path = REPO) -> tuple[Path, dict[str, str]]:
+    """A fresh copy of the example project of the checkout `source` (the baseline runs
+    its own commit's example, which its code knows), with its own state folder."""
     project = make_project(base)
     for part in ("jobs", "memory", "data"):
         shutil.rmtree(project.root / part, ignore_errors=True)
-        shutil.copytree(REPO / part, project.root / part,
+        shutil.copytree(source / part, project.root / part,
                         ignore=shutil.ignore_patterns("__pycache__", "history"))
-    settings = (REPO / "jobrunner.toml").read_text(encoding="utf-8")
+    settings = (source / "jobrunner.toml").read_text(encoding="utf-8")
     (project.root / "jobrunner.toml").write_text(f'state_dir = "{project.state}"\n' + settings)
     env = {k: v for k, v in project.env.items() if k != "ANTHROPIC_API_KEY"}
     return project.root, env
@@ -71,8 +73,10 @@ def run(reps: int = 10) -> dict:
         try:
             for rep in range(reps + 1):  # the first round warms the page cache
                 rounds: dict[str, tuple[float, int]] = {}
-                root, env = _example(Path(tmp) / f"base-{rep}")
-                old = baseline_env(env)
+                old = None
+                if BASELINE["dir"] is not None:
+                    root, env = _example(Path(tmp) / f"base-{rep}", BASELINE["dir"])
+                    old = baseline_env(env)
                 if old is not None:
                     t = timed([*jobrunner_cmd(), "run", JOB], env=old, cwd=root)
                     rounds["baseline: jobrunner run (cron, every daemon firing)"] = \
@@ -91,6 +95,8 @@ def run(reps: int = 10) -> dict:
             server.retire()
     base_label = next((k for k in samples if k.startswith("baseline")), None)
     base = median(samples[base_label]) if base_label else None
+    # A comparison holds only between runs that did the same work: each completed.
+    all_ok = all(codes[label] == {0} for label in samples)
     rows = [{"contender": label, "cpu_ms": round(median(v) * 1000, 1),
              "min_ms": round(min(v) * 1000, 1),
              "ratio": round(median(v) / base, 2) if base else None,
@@ -102,7 +108,8 @@ def run(reps: int = 10) -> dict:
         "baseline": baseline_commit(),
         "rows": rows,
         "target": "a daemon firing's run at most half the baseline's CPU",
-        "met": base is not None and fork <= base / 2,
+        "all_completed": all_ok,
+        "met": base is not None and all_ok and fork <= base / 2,
     }
 
 
@@ -116,6 +123,9 @@ def render(result: dict) -> str:
     lines.append("")
     base = f" (baseline: commit {result['baseline']})" if result["baseline"] else \
         " (no baseline given: `--baseline DIR`)"
+    if not result.get("all_completed", True):
+        lines.append("Not every run exited 0: these runs did not do the same work, so the "
+                     "figures do not compare.")
     lines.append(f"{result['reps']} interleaved repetitions{base}. Target "
                  f"({result['target']}): {'met' if result['met'] else 'NOT met'}.")
     return "\n".join(lines)

@@ -60,6 +60,23 @@ def slow(seconds: float) -> str:
 '''
 
 
+# A tool that waits, in the run's working folder, until the test creates `go` (it creates
+# `started` first): a run held mid-call for as long as a test needs it.
+WAIT_FOR_GO = '''
+from pathlib import Path
+import time
+from jobrunner import tool
+
+@tool(risk="low", side_effect=False, timeout=60)
+def wait_for_go() -> str:
+    """Wait until told to go."""
+    Path("started").touch()
+    while not Path("go").exists():
+        time.sleep(0.05)
+    return "went"
+'''
+
+
 def calls(project) -> list[dict]:
     path = Path(project.root) / "calls.log"
     if not path.exists():

@@ -8,6 +8,7 @@ import threading
 
 from tests.conftest import reaped, wait_for
 from tests.fake_api import fault, tool_turn
+from tests.session_helpers import WAIT_FOR_GO
 
 MEMORY = {"current_objective": "Keep going.", "key_decisions": [], "what_not_to_do": [],
           "open_items": []}
@@ -25,14 +26,6 @@ def lookup(key: str) -> dict:
     """Look a key up."""
     return {"key": key, "value": "forty-two", "token": os.environ["CRM_TOKEN"],
             "padding": "x" * 5000}
-
-@tool(risk="low", side_effect=False, timeout=60)
-def wait_for_go() -> str:
-    """Wait until told to go."""
-    Path("started").touch()
-    while not Path("go").exists():
-        time.sleep(0.05)
-    return "went"
 '''
 
 
@@ -40,6 +33,7 @@ def _setup(project):
     project.write("jobrunner.toml", f'state_dir = "{project.state}"\nsecrets = ["CRM_TOKEN"]\n')
     project.env["CRM_TOKEN"] = SECRET
     project.tool_file("ops", TOOLS)
+    project.tool_file("waiting", WAIT_FOR_GO)
     project.job("ops", tools=["lookup", "wait_for_go"])
 
 

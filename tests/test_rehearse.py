@@ -8,6 +8,7 @@ import json
 
 from tests.conftest import reaped, wait_for
 from tests.fake_api import tool_turn
+from tests.session_helpers import WAIT_FOR_GO
 
 MEMORY = {"current_objective": "Refund what is owed.", "key_decisions": ["Refunds need a "
           "reason."], "what_not_to_do": [], "open_items": []}
@@ -42,14 +43,6 @@ def refund(customer: str, amount: float) -> dict:
 def broken() -> ToolResult:
     """Always fails."""
     return ToolResult(ok=False, error="the backend said no")
-
-@tool(risk="low", side_effect=False, timeout=60)
-def wait_for_go() -> str:
-    """Wait until told to go."""
-    Path("started").touch()
-    while not Path("go").exists():
-        time.sleep(0.05)
-    return "went"
 '''
 
 
@@ -73,6 +66,7 @@ def _project(project, channel: bool = True):
                      'command = ["sh", "-c", "cat >> alerts-sent.jsonl"]\n')
     project.write("jobrunner.toml", settings)
     project.tool_file("billing", TOOLS)
+    project.tool_file("waiting", WAIT_FOR_GO)
     project.job("billing", tools=["balance", "credit", "refund", "broken", "wait_for_go"])
     project.write("memory/billing/MEMORY.md", "# Memory: billing\n\n## Current objective\n"
                   "Nothing yet.\n")

@@ -8,6 +8,7 @@ import subprocess
 
 from tests.conftest import jobrunner_executable, reaped, wait_for
 from tests.fake_api import tool_turn
+from tests.session_helpers import WAIT_FOR_GO
 
 MEMORY = {"current_objective": "Keep going.", "key_decisions": [], "what_not_to_do": [],
           "open_items": []}
@@ -33,14 +34,6 @@ def charge(amount: float) -> dict:
 def refund(amount: float) -> dict:
     """Refund (high risk)."""
     return {"refunded": amount}
-
-@tool(risk="low", side_effect=False, timeout=60)
-def wait_for_go() -> str:
-    """Wait until told to go."""
-    Path("started").touch()
-    while not Path("go").exists():
-        time.sleep(0.05)
-    return "went"
 '''
 
 
@@ -63,6 +56,7 @@ def test_status_shows_every_kind_of_job_state(project, fake_api):
         timeout = "1s"
     ''')
     project.tool_file("ops", TOOLS)
+    project.tool_file("waiting", WAIT_FOR_GO)
     project.job("fine", tools=[])
     project.job("flaky", tools=["broken"], pause_after=1)
     project.job("payer", tools=["charge"])

@@ -14,6 +14,7 @@ import termios
 
 from tests.conftest import jobrunner_executable, reaped, wait_for
 from tests.fake_api import tool_turn
+from tests.session_helpers import WAIT_FOR_GO
 
 ESCAPE = "\x1b["
 MEMORY = {"current_objective": "Keep going.", "key_decisions": [], "what_not_to_do": [],
@@ -85,19 +86,7 @@ def test_status_words_are_coloured_on_a_terminal_only(project, fake_api):
 
 
 def test_a_skip_for_a_live_run_says_one_line_on_a_terminal(project, fake_api):
-    project.tool_file("slow", '''
-        from pathlib import Path
-        import time
-        from jobrunner import tool
-
-        @tool(risk="low", side_effect=False, timeout=60)
-        def wait_for_go() -> str:
-            """Wait until told to go."""
-            Path("started").touch()
-            while not Path("go").exists():
-                time.sleep(0.05)
-            return "went"
-    ''')
+    project.tool_file("slow", WAIT_FOR_GO)
     project.job("slow", tools=["wait_for_go"])
     fake_api.enqueue(tool_turn([("wait_for_go", {})]),
                      tool_turn([("update_memory", MEMORY), ("finish", FINISH)]))

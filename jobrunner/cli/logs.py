@@ -63,8 +63,7 @@ class Follower:
         record = self.store.get_run(run_id)
         if record is None or record.status != "running":
             return record is not None
-        from jobrunner.hosts import this_host
-        from jobrunner.locks.file import pid_alive
+        from jobrunner.hosts import pid_alive, this_host
 
         return record.host == this_host() and isinstance(record.pid, int) \
             and not pid_alive(record.pid)

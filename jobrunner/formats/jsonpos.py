@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from jobrunner.formats.tomlpos import line_of  # noqa: F401 - the same lookup, for JSON
+
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _SPACE = re.compile(r"[ \t\n\r]*")
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -86,13 +88,3 @@ def value_lines(text: str) -> dict[tuple[str, ...], int]:
     except (ValueError, IndexError):
         return walker.lines
     return walker.lines
-
-
-def line_of(lines: dict[tuple[str, ...], int], path: tuple[str | int, ...]) -> int:
-    """Best line for `path`: the value itself, else its nearest container, else 1."""
-    parts = tuple(str(p) for p in path)
-    while parts:
-        if parts in lines:
-            return lines[parts]
-        parts = parts[:-1]
-    return lines.get((), 1)

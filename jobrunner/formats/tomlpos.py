@@ -61,10 +61,11 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:  # noqa: C901 - one TOML
 
 
 def line_of(lines: dict[tuple[str, ...], int], path: tuple[str | int, ...]) -> int:
-    """Best line for `path`: the key itself, else its nearest enclosing table, else 1."""
+    """Best line for `path`: the key itself, else its nearest enclosing table, else the
+    document's own line if it has one (JSON, see `jsonpos`), else 1."""
     parts = tuple(str(p) for p in path)
     while parts:
         if parts in lines:
             return lines[parts]
         parts = parts[:-1]
-    return 1
+    return lines.get((), 1)

@@ -30,6 +30,7 @@ from typing import Any
 
 from jobrunner import errors
 from jobrunner.clock import iso, parse_iso, utcnow
+from jobrunner.hosts import pid_alive
 
 # The lock files this process holds (or is taking this instant), by path. A second
 # RunLock on one of them must find it busy without opening it: its close would drop ours.
@@ -379,11 +380,3 @@ def inspect(lock: RunLock, stale_after: float, now: datetime | None = None) -> L
     )
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -12,7 +12,8 @@ from typing import Any
 
 from jobrunner import errors
 from jobrunner.clock import iso, utcnow
-from jobrunner.locks.file import Acquired, Busy, RunLock, pid_alive
+from jobrunner.hosts import pid_alive
+from jobrunner.locks.file import Acquired, Busy, RunLock
 from jobrunner.state import State
 from jobrunner.state.records import RunRecord
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 
+from jobrunner.hosts import pid_alive
 from jobrunner.installed import code_stamp
 
 LOG = logging.getLogger("jobrunner.daemon")
@@ -57,19 +58,9 @@ class Child:
         """The exit code, once the process has ended (None: not known)."""
         self._ended.wait()
         if self.lost and self.pid is not None:
-            while _alive(self.pid):  # reparented when its server died: watch it go
+            while pid_alive(self.pid):  # reparented when its server died: watch it go
                 time.sleep(0.2)
         return self.code
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def exec_child(argv: list[str]) -> Child:
