@@ -4,7 +4,6 @@ check, each problem with its fix; exit 1 on any problem."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -153,6 +152,8 @@ def _scheduler(proj: Any, jobs: list[Any]) -> list[Check]:
 
 
 def _reachable(host: str, port: int, timeout: float) -> str | None:
+    import socket  # here: `jobrunner --help` builds this module too
+
     try:
         with socket.create_connection((host, port), timeout=min(timeout, 5.0)):
             return None

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-import shlex
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,6 @@ import typer
 
 from jobrunner.cli.app import app, print_json, project, table
 from jobrunner.errors import ConfigError, NotFoundError
-from jobrunner.hosts import this_host
 
 memory_app = typer.Typer(
     help="Read and hand-edit agents' memory (MEMORY.md) safely.", no_args_is_help=True,
@@ -118,6 +115,7 @@ def _sync(proj: Any, agent: str, path: Path, step: str) -> None:
     if not store.shares_memory:
         return
     from jobrunner.config.jobs import agent_history
+    from jobrunner.hosts import this_host
     from jobrunner.memory import shared
 
     keep = functools.partial(agent_history, proj, agent)
@@ -144,6 +142,9 @@ def edit(
     try:
         _sync(proj, agent, path, "pull")
         current = _read(path)
+        import shlex  # here, not at the top: `jobrunner --help` builds this module too
+        import tempfile
+
         folder = Path(tempfile.mkdtemp(prefix=f"jobrunner-memory-{agent}-"))
         copy = folder / "MEMORY.md"
         copy.write_bytes(current or template(agent).encode("utf-8"))

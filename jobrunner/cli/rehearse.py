@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +95,8 @@ def test_job(
         outcome = _run(proj, name, model, LedgerGate)
         _end(outcome)
         return
+    import tempfile  # here: `jobrunner --help` builds this module too
+
     from jobrunner.config.jobs import load_job
     from jobrunner.run.rehearsal import DryRunGate, Sandbox
 
