@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["ToolResult", "tool", "__version__"]
-__version__ = "0.1.0"
+from jobrunner.version import __version__
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,10 @@ import smtplib
 import subprocess
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 
 
 def slack_text(alert: dict[str, Any]) -> str:
@@ -21,7 +24,7 @@ def slack_text(alert: dict[str, Any]) -> str:
     return f"[jobrunner] {alert.get('event')} {job}: {alert.get('message')}"
 
 
-def send(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
+def send(project: Project, channel: Any, alert: dict[str, Any]) -> str | None:
     """Deliver `alert` through `channel`; None when it arrived, else why not."""
     senders = {"webhook": _webhook, "email": _email, "command": _command, "log": _log}
     try:
@@ -30,7 +33,7 @@ def send(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _webhook(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:  # noqa: ARG001
+def _webhook(project: Project, channel: Any, alert: dict[str, Any]) -> str | None:  # noqa: ARG001
     # Every sender takes (project, channel, alert): `send` picks one by the channel's type.
     import urllib.error
     import urllib.request
@@ -52,7 +55,7 @@ def _webhook(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:  
     return None if 200 <= status < 300 else f"webhook answered HTTP {status}"
 
 
-def _email(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
+def _email(project: Project, channel: Any, alert: dict[str, Any]) -> str | None:
     from jobrunner.mail import send_message
 
     smtp = project.settings.smtp
@@ -72,7 +75,7 @@ def _email(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
     return None
 
 
-def _command(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
+def _command(project: Project, channel: Any, alert: dict[str, Any]) -> str | None:
     if not channel.command:
         return "command channel has an empty `command`"
     try:
@@ -89,7 +92,7 @@ def _command(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
     return None
 
 
-def _log(project: Any, channel: Any, alert: dict[str, Any]) -> str | None:
+def _log(project: Project, channel: Any, alert: dict[str, Any]) -> str | None:
     if not channel.path:
         return None  # the built-in alert log already has it
     path = Path(channel.path).expanduser()

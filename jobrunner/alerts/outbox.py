@@ -33,6 +33,7 @@ from jobrunner.state import State
 
 if TYPE_CHECKING:
     from jobrunner.config.jobfile import Job
+    from jobrunner.config.project import Project
 
 log = logging.getLogger("jobrunner")
 
@@ -80,7 +81,7 @@ def channel_label(channel: Any) -> str:
     return "log " + channel.path
 
 
-def alert_settings(project: Any) -> Any:
+def alert_settings(project: Project) -> Any:
     """The project's `[alerts]` settings. When jobrunner.toml is invalid elsewhere, its
     `[alerts]` table alone, if that validates: the alert saying the file is broken must
     still reach the channels."""
@@ -105,7 +106,7 @@ def _matches(names: list[str], value: str | None) -> bool:
     return "*" in names or (value is not None and value in names)
 
 
-def _job_events(project: Any, job: str | None) -> list[str]:
+def _job_events(project: Project, job: str | None) -> list[str]:
     """The job's own `[alerts] events` routing (all events when it cannot be read)."""
     if not job:
         return ["*"]
@@ -117,7 +118,7 @@ def _job_events(project: Any, job: str | None) -> list[str]:
         return ["*"]
 
 
-def routed_channels(project: Any, event: str, job: str | None,
+def routed_channels(project: Project, event: str, job: str | None,
                     job_events: list[str] | None = None) -> list[Any]:
     """The configured channels this alert goes to: the channel's `events` and `jobs`
     must match, and the job's own `[alerts] events` must allow the event."""
@@ -132,7 +133,7 @@ def routed_channels(project: Any, event: str, job: str | None,
 
 
 def emit(
-    project: Any,
+    project: Project,
     event: str,
     job: Job | str | None,
     run_id: str | None,
@@ -202,7 +203,7 @@ def _record(store: State, alert: Alert, cause: str, once: bool, cooldown: float,
                               channels=channel_keys, repeat_after=repeat_after)
 
 
-def alert_invalid(project: Any, problems: list[str]) -> None:
+def alert_invalid(project: Project, problems: list[str]) -> None:
     """`job.invalid` once for each distinct problem of a job file or jobrunner.toml: a job
     that stops validating is no longer scheduled, and that must not be silent."""
     import hashlib
@@ -220,7 +221,7 @@ def alert_invalid(project: Any, problems: list[str]) -> None:
              cause=hashlib.sha256(problem.encode()).hexdigest()[:16], once=True)
 
 
-def deliver_pending(project: Any, alert_ids: list[int] | None = None,
+def deliver_pending(project: Project, alert_ids: list[int] | None = None,
                     force: bool = False) -> dict[str, int]:
     """Try every pending delivery (or those of `alert_ids`); returns counts by outcome.
 
@@ -268,7 +269,7 @@ def deliver_pending(project: Any, alert_ids: list[int] | None = None,
     return counts
 
 
-def send_test(project: Any) -> list[dict[str, Any]]:
+def send_test(project: Project) -> list[dict[str, Any]]:
     """Send an `alert.test` through every configured channel, ignoring routing and
     cooldown; returns one {channel, ok, error} per channel (the log always works)."""
     channels = list(alert_settings(project).channels)
@@ -290,7 +291,7 @@ def send_test(project: Any) -> list[dict[str, Any]]:
     return results
 
 
-def recent(project: Any, limit: int = 20) -> list[dict[str, Any]]:
+def recent(project: Project, limit: int = 20) -> list[dict[str, Any]]:
     """The newest alerts with each channel's delivery state, newest first."""
     store = project.store()
     labels = {channel_key(c): channel_label(c) for c in alert_settings(project).channels}
@@ -309,6 +310,6 @@ def recent(project: Any, limit: int = 20) -> list[dict[str, Any]]:
     return out
 
 
-def undelivered(project: Any) -> int:
+def undelivered(project: Project) -> int:
     """How many deliveries are still waiting in the outbox."""
     return project.store().undelivered()

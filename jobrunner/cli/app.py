@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 # Re-exported: the commands import them from here.
 from jobrunner.cli.output import relative, report_error, setup_logging  # noqa: F401
+
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 from jobrunner.cli.term import table  # noqa: F401 - every command's tables
 
 EPILOG = (
@@ -34,7 +37,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from jobrunner import __version__
+        from jobrunner.version import __version__
 
         typer.echo(f"jobrunner {__version__}")
         raise typer.Exit()
@@ -64,7 +67,7 @@ def project(ctx: typer.Context):
     return obj["project"]
 
 
-def find_run(proj: Any, ref: str) -> Any:
+def find_run(proj: Project, ref: str) -> Any:
     """The run `ref` names (an id or a unique prefix); NotFoundError says which runs an
     ambiguous prefix matches, or that none does."""
     from jobrunner.errors import NotFoundError

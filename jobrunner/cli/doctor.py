@@ -6,13 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from jobrunner.cli.app import app, print_json, project, relative
 from jobrunner.cli.term import colour, wrap
 from jobrunner.errors import JobrunnerError
+
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 
 KEYS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 
@@ -27,7 +30,7 @@ class Check:
     fix: str = ""
 
 
-def _settings(proj: Any) -> list[Check]:
+def _settings(proj: Project) -> list[Check]:
     try:
         proj.settings  # noqa: B018 - validates jobrunner.toml
     except JobrunnerError as exc:
@@ -37,7 +40,7 @@ def _settings(proj: Any) -> list[Check]:
                   if proj.settings_path.is_file() else "no jobrunner.toml: all defaults")]
 
 
-def _env_file(proj: Any) -> list[Check]:
+def _env_file(proj: Project) -> list[Check]:
     path = proj.env_file
     if path is None:
         return [Check("env_file", "ok", "none configured")]
@@ -50,7 +53,7 @@ def _env_file(proj: Any) -> list[Check]:
     return [Check("env_file", "ok", f"{path}: mode 0600, {len(values)} values")]
 
 
-def _api_key(proj: Any, jobs: list[Any]) -> list[Check]:
+def _api_key(proj: Project, jobs: list[Any]) -> list[Check]:
     live = [j.name for j in jobs if not j.spec.model.startswith("replay:")]
     if not live:
         return [Check("api key", "ok", "no job needs one (replay models only)")]
@@ -69,7 +72,7 @@ def _api_key(proj: Any, jobs: list[Any]) -> list[Check]:
                   "mode 0600)")]
 
 
-def _state_dir(proj: Any) -> list[Check]:
+def _state_dir(proj: Project) -> list[Check]:
     import tempfile
 
     from jobrunner.scheduling.due import jobrunner_command
@@ -113,7 +116,7 @@ def _state_dir(proj: Any) -> list[Check]:
     return checks
 
 
-def _scheduler(proj: Any, jobs: list[Any]) -> list[Check]:
+def _scheduler(proj: Project, jobs: list[Any]) -> list[Check]:
     from jobrunner.scheduling import crontab
     from jobrunner.scheduling.presence import DaemonPresence, daemon_presence
 
@@ -161,7 +164,7 @@ def _reachable(host: str, port: int, timeout: float) -> str | None:
         return str(exc.strerror or exc)
 
 
-def _channels(proj: Any, send_test: bool) -> list[Check]:
+def _channels(proj: Project, send_test: bool) -> list[Check]:
     from urllib.parse import urlsplit
 
     settings = proj.settings
@@ -195,7 +198,7 @@ def _channels(proj: Any, send_test: bool) -> list[Check]:
     return checks
 
 
-def _files(proj: Any, problems: list[str]) -> list[Check]:
+def _files(proj: Project, problems: list[str]) -> list[Check]:
     from jobrunner.tools.registry import tool_file_problems
 
     tools = tool_file_problems(proj)

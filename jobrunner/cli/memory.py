@@ -7,12 +7,15 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from jobrunner.cli.app import app, print_json, project, table
 from jobrunner.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 
 memory_app = typer.Typer(
     help="Read and hand-edit agents' memory (MEMORY.md) safely.", no_args_is_help=True,
@@ -21,7 +24,7 @@ memory_app = typer.Typer(
 app.add_typer(memory_app, name="memory")
 
 
-def _agent(proj: Any, agent: str) -> tuple[Path, int]:
+def _agent(proj: Project, agent: str) -> tuple[Path, int]:
     """The agent's MEMORY.md and its budget: the smallest `memory.budget_tokens` of the
     jobs that name it (so the file fits every one of them)."""
     from jobrunner.config.jobfile import MemoryPolicy
@@ -60,7 +63,7 @@ def _budget_line(path: Path, memory: Any, budget: int) -> str:
     return line + "the agent must compact it at its next memory update"
 
 
-def _hold(proj: Any, agent: str, what: str):
+def _hold(proj: Project, agent: str, what: str):
     from jobrunner.locks.file import RunLock
     from jobrunner.memory.store import MemoryBusy, busy_message, hold_agent
 
@@ -108,7 +111,7 @@ def show(
     typer.echo(_budget_line(path, memory, budget))
 
 
-def _sync(proj: Any, agent: str, path: Path, step: str) -> None:
+def _sync(proj: Project, agent: str, path: Path, step: str) -> None:
     """On a state several hosts share, a hand edit starts from the newest version and
     becomes the next one (see memory.shared); elsewhere MEMORY.md alone is the memory."""
     store = proj.store()

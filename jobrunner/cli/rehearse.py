@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -15,12 +15,15 @@ from jobrunner.cli.app import app, project
 from jobrunner.cli.runs import end_run
 from jobrunner.cli.setup import job_names
 
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
+
 
 def _say(line: str) -> None:
     typer.echo(line)
 
 
-def _run(proj: Any, name: str, model: str | None, gate: Any) -> Any:
+def _run(proj: Project, name: str, model: str | None, gate: Any) -> Any:
     """The run, its steps written as they happen."""
     from jobrunner.cli.logs import following
     from jobrunner.run.runner import new_run_id, run_job
@@ -41,7 +44,7 @@ def _memory_diff(real: Path, rehearsed: Path) -> list[str]:
                                      tofile=f"{shown} (after the run)"))
 
 
-def _dry_run_summary(sandbox: Any, proj: Any, agent: str, run_id: str) -> None:
+def _dry_run_summary(sandbox: Any, proj: Project, agent: str, run_id: str) -> None:
     """The calls the dry run did not make, and the memory it did not write."""
     from jobrunner.memory.format import memory_path
 

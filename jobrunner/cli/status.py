@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from jobrunner.cli.app import app, print_json, project, relative, table
 from jobrunner.cli.term import colour, wrap
+
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 
 # A job's states, the most pressing first: the table shows the first that applies.
 ORDER = ("invalid", "in doubt", "crashed", "stale", "paused", "running", "scheduled")
@@ -52,7 +55,7 @@ def _job_record(store: Any, job: Any, now: datetime) -> dict[str, Any]:
     }
 
 
-def _invalid(proj: Any, problems: list[str], valid: set[str]) -> list[dict[str, Any]]:
+def _invalid(proj: Project, problems: list[str], valid: set[str]) -> list[dict[str, Any]]:
     """A record for each job file that does not validate (its problems with it)."""
     by_job: dict[str, list[str]] = {}
     for problem in problems:
@@ -63,7 +66,7 @@ def _invalid(proj: Any, problems: list[str], valid: set[str]) -> list[dict[str, 
             for name, found in sorted(by_job.items()) if name not in valid]
 
 
-def gather(proj: Any) -> dict[str, Any]:
+def gather(proj: Project) -> dict[str, Any]:
     """Everything `status` shows, as JSON-ready data."""
     from jobrunner.config.jobs import load_all
     from jobrunner.effects import approvals

@@ -16,12 +16,15 @@ import logging
 import os
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.clock import iso, utcnow
 from jobrunner.errors import JobrunnerError, NotFoundError, StateError
 from jobrunner.state import State
 from jobrunner.state.records import Approval
+
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 
 log = logging.getLogger("jobrunner")
 
@@ -131,7 +134,7 @@ def reject(store: State, approval_id: str, user: str, reason: str = "",
     return get(store, approval.id)
 
 
-def approve(project: Any, approval_id: str, user: str,
+def approve(project: Project, approval_id: str, user: str,
             now: datetime | None = None) -> Approval:
     """Execute an approved call exactly once, through the ledger, and record it. A call
     of an MCP tool starts its server for the call, and closes it after."""
@@ -169,7 +172,7 @@ def approve(project: Any, approval_id: str, user: str,
         return _execute(project, store, approval, job, spec, user, moment)
 
 
-def _execute(project: Any, store: State, approval: Approval, job: Any, spec: Any,
+def _execute(project: Project, store: State, approval: Approval, job: Any, spec: Any,
              user: str, moment: datetime) -> Approval:
     """The approved call, once, through the ledger; the approval records how it went."""
     from jobrunner.effects import ledger

@@ -23,11 +23,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.hosts import this_host
 from jobrunner.locks.file import atomic_write_json
 from jobrunner.memory.store import save, save_history
+
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 
 
 @dataclass
@@ -42,11 +45,11 @@ def _sha(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def _record(project: Any, agent: str) -> Path:
+def _record(project: Project, agent: str) -> Path:
     return project.state_dir / "memory-sync" / f"{agent}.json"
 
 
-def _synced(project: Any, agent: str) -> Synced:
+def _synced(project: Project, agent: str) -> Synced:
     try:
         data = json.loads(_record(project, agent).read_text(encoding="utf-8"))
         return Synced(int(data["version"]), data.get("sha"))
@@ -54,13 +57,13 @@ def _synced(project: Any, agent: str) -> Synced:
         return Synced()
 
 
-def _remember(project: Any, agent: str, version: int, content: bytes) -> None:
+def _remember(project: Project, agent: str, version: int, content: bytes) -> None:
     path = _record(project, agent)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {"version": version, "sha": _sha(content)})
 
 
-def pull(project: Any, store: Any, agent: str, path: Path,
+def pull(project: Project, store: Any, agent: str, path: Path,
          keep: Callable[[], int]) -> str:
     """Bring this host's MEMORY.md up to the agent's newest version (see the module).
     Returns a note for the run's report ("" when all went as planned)."""
@@ -97,7 +100,7 @@ def pull(project: Any, store: Any, agent: str, path: Path,
     return note
 
 
-def push(project: Any, store: Any, agent: str, path: Path, source: str,
+def push(project: Project, store: Any, agent: str, path: Path, source: str,
          keep: Callable[[], int]) -> str:
     """Make what this host wrote to MEMORY.md the agent's next version. Returns a note
     ("" when all went as planned)."""

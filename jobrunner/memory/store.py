@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner import errors
 from jobrunner.config.jobfile import MemoryPolicy
@@ -36,6 +36,9 @@ from jobrunner.memory.format import (
     with_failure_line,
 )
 from jobrunner.redact import Redactor
+
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 
 log = logging.getLogger("jobrunner")
 
@@ -168,11 +171,11 @@ def find_version(path: Path, ref: str | None) -> Version:
 # -- the agent's lock ---------------------------------------------------------------------------
 
 
-def agent_lock(project: Any, agent: str) -> RunLock:
+def agent_lock(project: Project, agent: str) -> RunLock:
     return project.store().lock(f"agent-{agent}")
 
 
-def hold_agent(project: Any, agent: str, owner: str, job: str, wait: float,
+def hold_agent(project: Project, agent: str, owner: str, job: str, wait: float,
                trace: Any = None) -> RunLock | dict[str, Any]:
     """Take the agent's lock, waiting up to `wait` seconds. Returns the held lock, or the
     holder's metadata if it stayed busy."""
@@ -211,7 +214,7 @@ def _today(job: Any) -> str:
     return utcnow().astimezone(job.schedule().zone).date().isoformat()
 
 
-def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Memory,
+def write_after_run(project: Project, job: Any, run_id: str, path: Path, memory: Memory,
                     raw: bytes, update: Any, line: str | None, trace: Any,
                     keep: Callable[[], int]) -> str:
     """Write the agent's rewrite and jobrunner's failure-log line, once, at the end of the
@@ -227,7 +230,7 @@ def write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Mem
         return f"{NOT_WRITTEN} ({path}): {exc.strerror or exc}"
 
 
-def _write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Memory,
+def _write_after_run(project: Project, job: Any, run_id: str, path: Path, memory: Memory,
                      raw: bytes, update: Any, line: str | None, trace: Any,
                      keep: Callable[[], int]) -> str:
     budget = job.spec.memory.budget_tokens
@@ -261,7 +264,7 @@ def _write_after_run(project: Any, job: Any, run_id: str, path: Path, memory: Me
     return note
 
 
-def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, update: Any,
+def _conflict(project: Project, job: Any, run_id: str, path: Path, memory: Memory, update: Any,
               trace: Any, keep: Callable[[], int]) -> str:
     from jobrunner.alerts import outbox as alerts
     if update is None:
@@ -280,7 +283,7 @@ def _conflict(project: Any, job: Any, run_id: str, path: Path, memory: Memory, u
     return f"memory was edited during the run: kept the edit; {proposal_note}"
 
 
-def note_crash(project: Any, job: Any, meta: dict[str, Any], keep: Callable[[], int],
+def note_crash(project: Project, job: Any, meta: dict[str, Any], keep: Callable[[], int],
                then: Callable[[Path], Any] | None = None) -> None:
     """A run died without finishing (kill -9, OOM, reboot): put it in the agent's failure
     log, as if the run had written it. Best effort under the agent's lock: a memory that

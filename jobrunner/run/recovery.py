@@ -8,7 +8,7 @@ import functools
 import os
 import signal
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner import errors
 from jobrunner.clock import iso, utcnow
@@ -17,8 +17,12 @@ from jobrunner.locks.file import Acquired, Busy, RunLock
 from jobrunner.state import State
 from jobrunner.state.records import RunRecord
 
+if TYPE_CHECKING:
+    from jobrunner.config.jobfile import Job
+    from jobrunner.config.project import Project
 
-def record_crash(project: Any, store: State, meta: dict[str, Any], job: Any = None,
+
+def record_crash(project: Project, store: State, meta: dict[str, Any], job: Job | None = None,
                  reason: str = "process_died", how: str = "died without finishing") -> None:
     """A run died holding the lock (kill -9, OOM, reboot, or stopped as stale): record it
     `crashed`, note it in the agent's failure log, and alert `run.crashed` once for that run."""
@@ -43,7 +47,7 @@ def record_crash(project: Any, store: State, meta: dict[str, Any], job: Any = No
                 {"lock": meta, "stop_reason": reason}, cause=run_id or "", once=True)
 
 
-def _share_note(project: Any, store: State, agent: str, source: str, keep: Any,
+def _share_note(project: Project, store: State, agent: str, source: str, keep: Any,
                 path: Any) -> None:
     """On a state several hosts share, the crash note is the memory's next version."""
     if store.shares_memory:
@@ -52,8 +56,8 @@ def _share_note(project: Any, store: State, agent: str, source: str, keep: Any,
         shared.push(project, store, agent, path, source, keep)
 
 
-def handle_left_behind(project: Any, store: State, lock: RunLock, meta: dict[str, Any],
-                       job: Any) -> None:
+def handle_left_behind(project: Project, store: State, lock: RunLock, meta: dict[str, Any],
+                       job: Job) -> None:
     """We hold the OS lock and found a holder record left by a dead process. A run that
     ended (its end is in the database or in its trace) is no crash: its release could not
     rewrite the record (a full disk). Otherwise mark the record crashed first (so a
@@ -95,7 +99,7 @@ def settle(store: State, row: RunRecord,
     return True
 
 
-def settle_unrecorded(store: State, job: Any,
+def settle_unrecorded(store: State, job: Job,
                       previous: dict[str, Any] | None) -> None:
     """Under the job's lock no other run of it lives, so a run of it still `running` in
     the database ended without its end reaching it (a full disk). Record that end from the
@@ -116,7 +120,7 @@ def settle_unrecorded(store: State, job: Any,
                    f"{row.id}`")
 
 
-def on_orphaned(project: Any, store: State, job: Any, lock: RunLock,
+def on_orphaned(project: Project, store: State, job: Job, lock: RunLock,
                 holder: dict[str, Any]) -> str:
     """The lock's recorded holder died, yet its OS lock is still taken (by a process it
     left behind that took the lock itself, or one outside this pid namespace): record the
@@ -129,7 +133,7 @@ def on_orphaned(project: Any, store: State, job: Any, lock: RunLock,
             f"did not start (find that process with `fuser -v {lock.path}`)")
 
 
-def stale_message(job: Any, holder: dict[str, Any]) -> str:
+def stale_message(job: Job, holder: dict[str, Any]) -> str:
     elsewhere = holder.get("host") not in (None, socket.gethostname())
     return (f"{job.name}: lock held by run {holder.get('run_id')} (pid {holder.get('pid')} on "
             f"{holder.get('host')}) since {holder.get('started_at')}, longer than "
@@ -138,7 +142,7 @@ def stale_message(job: Any, holder: dict[str, Any]) -> str:
                if elsewhere else ""))
 
 
-def on_stale(project: Any, store: State, job: Any, lock: RunLock,
+def on_stale(project: Project, store: State, job: Job, lock: RunLock,
              holder: dict[str, Any]) -> Acquired | Busy:
     """A live holder past `stale_after`: alert `lock.stale` once for that holder; with
     `on_stale = "terminate"` on the same host, stop it (SIGTERM, then SIGKILL after
@@ -182,7 +186,7 @@ def _terminate(lock: RunLock, holder: dict[str, Any], grace: float) -> Acquired 
     return Busy(holder)
 
 
-def after_run(project: Any, store: State, job: Any, run_id: str, status: str) -> None:
+def after_run(project: Project, store: State, job: Job, run_id: str, status: str) -> None:
     """Auto-pause after `pause_after` consecutive runs that did not complete (alert
     `job.paused` once); `run.recovered` on the first completion after failures."""
     from jobrunner.alerts import outbox as alerts

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.locks.file import RunLock, inspect
 
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 
-def daemon_lock(project: Any) -> RunLock:
+
+def daemon_lock(project: Project) -> RunLock:
     """The one lock a project's daemon holds while it runs (`STATE_DIR/daemon.lock`)."""
     return RunLock(project.state_dir, "daemon")
 
@@ -30,7 +33,7 @@ class DaemonPresence:
                 "died": self.died}
 
 
-def daemon_presence(project: Any) -> DaemonPresence:
+def daemon_presence(project: Project) -> DaemonPresence:
     """Told by trying the daemon's lock for an instant (a pid can be reused; the lock
     dies with its process), the record read, never written."""
     state = inspect(daemon_lock(project), math.inf)

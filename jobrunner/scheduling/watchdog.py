@@ -9,10 +9,13 @@ from __future__ import annotations
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobrunner.clock import iso, parse_iso, utcnow
 from jobrunner.state import State
+
+if TYPE_CHECKING:
+    from jobrunner.config.project import Project
 
 # How far back `check` looks for missed slots (and never before a job's first run).
 LOOKBACK = timedelta(hours=24)
@@ -30,7 +33,7 @@ class Finding:
         return asdict(self)
 
 
-def check(project: Any, now: datetime | None = None) -> list[Finding]:
+def check(project: Project, now: datetime | None = None) -> list[Finding]:
     """Look at every job once; alert on what is wrong; return what was found."""
     from jobrunner.alerts import outbox as alerts
     from jobrunner.config.jobs import environment_problems, load_all
@@ -61,7 +64,7 @@ def check(project: Any, now: datetime | None = None) -> list[Finding]:
     return findings
 
 
-def _lock_findings(project: Any, store: State, job: Any, now: datetime) -> list[Finding]:
+def _lock_findings(project: Project, store: State, job: Any, now: datetime) -> list[Finding]:
     from jobrunner.alerts import outbox as alerts
     from jobrunner.locks.file import Acquired, holder_died, inspect
     from jobrunner.run import recovery
@@ -123,7 +126,7 @@ def _pause_findings(store: State, job: Any) -> list[Finding]:
                     f"({paused.reason}); `jobrunner resume {job.name}` lifts it", paused.as_json())]
 
 
-def _degraded_findings(project: Any, store: State, job: Any) -> list[Finding]:
+def _degraded_findings(project: Project, store: State, job: Any) -> list[Finding]:
     """More than half of the job's last `alerts.degraded_runs` runs did not complete:
     failing every other run never reaches `pause_after` in a row, and is still broken."""
     from jobrunner.alerts import outbox as alerts
@@ -169,7 +172,7 @@ def missed_slots(store: State, job: Any, now: datetime) -> list[datetime]:
     return missed
 
 
-def _missed_findings(project: Any, store: State, job: Any, now: datetime) -> list[Finding]:
+def _missed_findings(project: Project, store: State, job: Any, now: datetime) -> list[Finding]:
     from jobrunner.alerts import outbox as alerts
     missed = missed_slots(store, job, now)
     if not missed:

@@ -128,7 +128,7 @@ class ClientThread:
         from mcp import Client
         from mcp_types import Implementation
 
-        from jobrunner import __version__
+        from jobrunner.version import __version__
 
         self._loop = asyncio.get_running_loop()
         with anyio.CancelScope() as scope:
