@@ -94,8 +94,14 @@ class Lines:
         return self.next_timed(timeout, what=what)[1]
 
     def next_timed(self, timeout: float, *, what: str) -> tuple[float, str]:
-        """The next line and when it came (a `time.monotonic()` value)."""
-        return wait_for(self._take, max(timeout, 0.0), what=what, interval=0.02)
+        """The next line and when it came (a `time.monotonic()` value). A timeout's
+        failure shows the last lines that did come."""
+        try:
+            return wait_for(self._take, max(timeout, 0.0), what=what, interval=0.02)
+        except AssertionError as exc:
+            with self._lock:
+                said = "".join(self.seen[-40:])
+            raise AssertionError(f"{exc}; the last lines seen:\n{said}") from None
 
     def until(self, text: str, timeout: float = 30.0) -> str:
         """Skip lines until one holds `text`, and return it."""
