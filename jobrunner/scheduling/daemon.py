@@ -172,14 +172,23 @@ class Daemon:
             if last is not None and slot <= last:
                 return
             self.last_fired[name] = slot
-        taken = self.project.store().slot_run(name, slot)
-        if taken:
+        if self._slot_ran(name, slot):
             return  # caught up at start or after a reload, but that slot already ran
         jitter = random.uniform(0, job.spec.jitter) if job.spec.jitter else 0.0
         LOG.info(f"firing {name} for slot {iso(slot)}"
             + (f" after a jitter of {jitter:.2f}s" if jitter else ""))
         threading.Thread(target=self._launch, args=(job, slot, window, jitter),
                          name=f"run-{name}", daemon=True).start()
+
+    def _slot_ran(self, name: str, slot: datetime) -> bool:
+        """Whether the slot already ran. A state that cannot be read is no reason to lose
+        the firing: the run then claims its slot itself, once."""
+        try:
+            return self.project.store().slot_run(name, slot)
+        except errors.StateError as exc:
+            LOG.info(f"{name}: slot {iso(slot)}: the state could not be read ({exc}); "
+                     "starting the run, which claims the slot itself")
+            return False
 
     def _launch(self, job: Job, slot: datetime, window: timedelta, jitter: float) -> None:
         """Jitter, the concurrency cap, then a child `jobrunner run` and its exit."""
@@ -201,7 +210,7 @@ class Daemon:
                 return
         try:
             # fire() found the slot not run; only a wait since can have changed that.
-            if waited and self.project.store().slot_run(name, slot):
+            if waited and self._slot_ran(name, slot):
                 return  # it ran while this firing waited for a free run slot
             late = utcnow() - slot
             if late > window:

@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -208,6 +209,23 @@ class _Rows:
         return self.conn.execute(sql, tuple(params)).rowcount
 
 
+def _use_wal(conn: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Put the database in WAL mode (kept in the file: later connections find it so).
+    Switching takes an exclusive lock, and SQLite answers "database is locked" at once,
+    without its busy timeout, when another connection holds the file meanwhile (several
+    firings opening a new state at the same instant): wait for it as the timeout would."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class SQLiteState(State):
     """The state of one project on this host, in `STATE_DIR/jobrunner.sqlite3`."""
 
@@ -286,7 +304,7 @@ class SQLiteState(State):
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot open the state database: {exc}") from exc
