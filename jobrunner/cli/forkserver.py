@@ -43,6 +43,8 @@ def run_child(argv: list[str]) -> int:
         main()
     except SystemExit as exc:
         code = _exit_code(exc.code)
+    except KeyboardInterrupt:
+        code = 130
     shutdown = getattr(threading, "_shutdown", None)
     if shutdown is not None:
         shutdown()  # as the interpreter waits for non-daemon threads before it exits

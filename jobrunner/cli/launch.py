@@ -84,6 +84,8 @@ def quick_main(argv: list[str]) -> int | None:
     except JobrunnerError as exc:
         report_error(exc)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C: the run is recorded; exit as typer would, quietly
+        return 130
 
 
 def execute(args: RunArgs) -> int:

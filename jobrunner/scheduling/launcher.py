@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from jobrunner.hosts import pid_alive
 from jobrunner.installed import code_stamp
@@ -58,9 +59,26 @@ class Child:
         """The exit code, once the process has ended (None: not known)."""
         self._ended.wait()
         if self.lost and self.pid is not None:
-            while pid_alive(self.pid):  # reparented when its server died: watch it go
+            while _running(self.pid):  # reparented when its server died: watch it go
                 time.sleep(0.2)
         return self.code
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs. A child reparented to this process (the daemon as PID 1,
+    in a container) is reaped here; an exited one nobody reaps yet is a zombie, not a run."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass  # not ours: its new parent reaps it
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            if stat.read().rpartition(")")[2].split()[0] == "Z":
+                return False
+    except (OSError, IndexError):
+        pass  # no /proc: what kill(0) says stands
+    return pid_alive(pid)
 
 
 def exec_child(argv: list[str]) -> Child:
@@ -89,7 +107,10 @@ class ForkServer:
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "jobrunner.cli.forkserver", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                # Not the daemon's folder: nothing there may shadow what it imports (each
+                # child changes to the daemon's folder itself).
+                cwd=str(Path(sys.executable).parent))
         finally:
             theirs.close()
         self.sock = ours
@@ -106,6 +127,7 @@ class ForkServer:
             ready = {}
         ours.settimeout(None)
         if not ready.get("ready"):
+            self.proc.kill()  # wedged, or gone: never one left behind per retry
             self._close()
             self.reader.close()
             ours.close()
@@ -134,6 +156,8 @@ class ForkServer:
         with self.guard:
             self.retired = True
             idle = not self.children
+            if idle:
+                self.alive = False  # in the same hold: no spawn slips in before the close
         if idle:
             self._close()
 
@@ -145,6 +169,8 @@ class ForkServer:
                 if "exit" in message or "error" in message:
                     self.children.pop(message["id"], None)
                 idle = self.retired and not self.children
+                if idle:
+                    self.alive = False  # as in `retire`: no spawn after this decision
             if child is not None:
                 if "pid" in message:
                     child.started(message["pid"])
