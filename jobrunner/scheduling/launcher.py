@@ -209,35 +209,59 @@ class Launcher:
         self.mode = mode
         self.server: ForkServer | None = None
         self.failed_at = float("-inf")
+        self.starting = False  # a replacement server is being started
+        self.closed = False
         self.guard = threading.Lock()
 
     def start(self) -> None:
+        """The first server, before the first firing (so it forks from the start)."""
         if self.mode == "fork":
-            self._server()
+            self._start_server()
 
     def _server(self, check_code: bool = False) -> ForkServer | None:
-        """The server to fork from now, started or replaced as needed (under `guard`)."""
+        """The server to fork from now, or None (this run starts as a fresh process). A
+        server that stopped, or runs out-of-date code, is retired and a new one started
+        in a thread of its own: never under a lock the daemon's launches or its SIGTERM
+        handling wait for (a start may take up to START_TIMEOUT)."""
         with self.guard:
             server = self.server
             if server is not None and server.alive and \
                     (not check_code or server.stamp == code_stamp()):
                 return server
-            if server is not None:
-                server.retire()
-                LOG.info("restarting the fork server ("
-                         + ("the installed code changed)" if server.alive else "it stopped)"))
-                self.server = None
-            if time.monotonic() - self.failed_at < RETRY_AFTER:
-                return None
-            try:
-                self.server = ForkServer()
-            except OSError as exc:
-                self.failed_at = time.monotonic()
-                LOG.info(f"the fork server could not start ({exc}); runs start as fresh "
-                         "processes for now")
-                return None
-            LOG.info(f"fork server started (pid {self.server.proc.pid})")
-            return self.server
+            retiring, self.server = server, None
+            start = not self.starting and not self.closed and \
+                time.monotonic() - self.failed_at >= RETRY_AFTER
+            self.starting = self.starting or start
+        if retiring is not None:
+            LOG.info("restarting the fork server ("
+                     + ("the installed code changed)" if retiring.alive else "it stopped)"))
+            threading.Thread(target=retiring.retire, name="fork-server-retire",
+                             daemon=True).start()
+        if start:
+            threading.Thread(target=self._start_server, name="fork-server-start",
+                             daemon=True).start()
+        return None
+
+    def _start_server(self) -> None:
+        with self.guard:
+            self.starting = True
+        try:
+            server = ForkServer()
+        except OSError as exc:
+            with self.guard:
+                self.failed_at, self.starting = time.monotonic(), False
+            LOG.info(f"the fork server could not start ({exc}); runs start as fresh "
+                     "processes for now")
+            return
+        with self.guard:
+            self.starting = False
+            closed = self.closed
+            if not closed:
+                self.server = server
+        if closed:
+            server.retire()  # the daemon stopped while it started
+            return
+        LOG.info(f"fork server started (pid {server.proc.pid})")
 
     def spawn(self, argv: list[str]) -> Child:
         server = self._server() if self.mode == "fork" else None
@@ -249,13 +273,14 @@ class Launcher:
         return exec_child(argv)
 
     def check(self) -> None:
-        """Replace a server whose code is out of date now rather than at the next firing
-        (called from the daemon's supervising loop)."""
+        """Replace a server that stopped or whose code is out of date now rather than at
+        the next firing (called from the daemon's supervising loop)."""
         if self.mode == "fork" and self.server is not None:
             self._server(check_code=True)
 
     def close(self) -> None:
         with self.guard:
+            self.closed = True
             server, self.server = self.server, None
         if server is not None:
             server.retire()
