@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobrunner.scheduling.crontab import system_timezone
+from jobrunner.scheduling.crontab import cron_running, system_timezone
 from tests.conftest import wait_for
 from tests.schedule_helpers import replay_job
 
@@ -47,16 +47,6 @@ def user_crontab():
     saved = crontab_text()
     yield
     set_crontab(saved)
-
-
-def cron_running() -> bool:
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            if comm.read_text().strip() in ("cron", "crond"):
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def test_cron_prints_absolute_lines_per_zone(project):
